@@ -1,0 +1,1 @@
+"""The Bus port: carries push batches to the gateway that holds the recipients."""

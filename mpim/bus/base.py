@@ -1,0 +1,23 @@
+"""What every push-bus adapter offers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from mpim.proto import push_pb2
+
+PushHandler = Callable[[push_pb2.PushBatch], None]
+
+
+class Bus(Protocol):
+    """At-most-once delivery of push batches, one channel per gateway.
+
+    A lost batch loses no message: the inbox is durable and SYNC repairs.
+    """
+
+    async def publish(self, gateway_id: str, batch: push_pb2.PushBatch) -> None: ...
+
+    async def subscribe(self, gateway_id: str, handler: PushHandler) -> None: ...
+
+    async def unsubscribe(self, gateway_id: str) -> None: ...

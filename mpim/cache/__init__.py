@@ -1,0 +1,1 @@
+"""The Cache port: cache-aside reads with TTLs (memory now, Redis later)."""

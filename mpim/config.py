@@ -1,0 +1,141 @@
+"""One typed settings object: defaults < TOML file < ``MPIM_*`` environment < flags.
+
+Nested sections map to environment variables with a double underscore, e.g.
+``MPIM_GATEWAY__PORT=6001`` or ``MPIM_SECURITY__TOKEN_TTL_SECONDS=3600``.
+A bad value raises ``ConfigError`` naming the key that is wrong.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the key."""
+
+
+class GatewaySettings(BaseModel):
+    """The client-facing TCP endpoint and the limits it enforces per connection."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=6000, ge=0, le=65535)
+    gateway_id: str = Field(default="gw-1", min_length=1, max_length=64)
+    max_line_bytes: int = Field(default=64 * 1024, ge=256)
+    max_text_bytes: int = Field(default=16 * 1024, ge=1)
+    # Token bucket per connection: sustained commands per second and burst.
+    # 0 disables. The defaults sit well above what the load tests send.
+    rate_limit_per_second: float = Field(default=5000.0, ge=0)
+    rate_limit_burst: int = Field(default=10000, ge=1)
+    # A reader whose unsent output exceeds this is disconnected; its messages
+    # stay in its inbox for SYNC/PULL.
+    max_output_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    # Pipelined commands read ahead of the one being executed.
+    max_pending_commands: int = Field(default=1024, ge=1)
+    sync_page_size: int = Field(default=500, ge=1, le=10000)
+    pull_page_size: int = Field(default=500, ge=1, le=10000)
+    shutdown_grace_seconds: float = Field(default=3.0, ge=0)
+
+
+class StoreSettings(BaseModel):
+    """Where durable state lives. Empty url: SQLite in the data directory."""
+
+    url: str = ""
+    # "FULL" makes every acknowledged message survive power loss (WAL fsync
+    # per group commit); "NORMAL" survives process crashes only.
+    sqlite_synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|OFF)$")
+    max_batch: int = Field(default=1000, ge=1)
+
+
+class SecuritySettings(BaseModel):
+    """Password hashing, tokens and login throttling."""
+
+    token_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    # argon2id, OWASP's recommended minimum: 19 MiB, 2 passes, 1 lane.
+    argon2_memory_kib: int = Field(default=19 * 1024, ge=8)
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    hash_threads: int = Field(default=2, ge=1)
+    # After this many consecutive failures for one username, further logins
+    # are refused for a back-off that doubles up to login_lockout_max_seconds.
+    login_failures_allowed: int = Field(default=5, ge=1)
+    login_lockout_seconds: float = Field(default=1.0, ge=0)
+    login_lockout_max_seconds: float = Field(default=60.0, ge=0)
+    login_throttle_entries: int = Field(default=100_000, ge=100)
+
+
+class CacheSettings(BaseModel):
+    """In-process cache bounds and TTLs for cache-aside reads."""
+
+    max_entries: int = Field(default=200_000, ge=0)
+    ttl_seconds: float = Field(default=300.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything one MPIM process needs to start."""
+
+    model_config = SettingsConfigDict(env_prefix="MPIM_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Path("mpim-data")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    use_uvloop: bool = True
+    gateway: GatewaySettings = GatewaySettings()
+    store: StoreSettings = StoreSettings()
+    security: SecuritySettings = SecuritySettings()
+    cache: CacheSettings = CacheSettings()
+
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.data_dir / 'mpim.sqlite3'}"
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(root)"
+        parts.append(f"{key}: {error['msg']}")
+    return "invalid setting " + "; ".join(parts)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from an optional TOML file, the environment and overrides.
+
+    ``overrides`` are flag values: nested sections as dicts, ``None`` values
+    ignored so unset flags do not mask the file or environment.
+    """
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            file_values = tomllib.loads(config_file.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    for section, values in list(flags.items()):
+        if isinstance(values, dict):
+            flags[section] = {k: v for k, v in values.items() if v is not None}
+    try:
+        env_only = Settings()
+        merged = _merge(_merge(file_values, _explicit_env(env_only)), flags)
+        return Settings.model_validate(merged) if merged else env_only
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _explicit_env(settings: Settings) -> dict[str, Any]:
+    """The fields the environment actually set, so file values are not masked."""
+    return settings.model_dump(exclude_unset=True)

@@ -1,0 +1,1 @@
+"""The client-facing gateway: transports, sessions, dispatch and push routing."""

@@ -1,0 +1,98 @@
+"""Which sessions on this gateway belong to which user, and push delivery to them.
+
+A pushed message counts as delivered (PULL will not return it again) once it
+is written to a connection. Those marks are sent to the message service in
+batches rather than one write per message; ``flush_marks`` runs before a PULL
+so this gateway's own pushes are never pulled twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from mpim.gateway.session import Session
+from mpim.proto import message_pb2, push_pb2
+from mpim.proto.interfaces import MessageService
+from mpim.protocol.messages import format_message
+
+logger = logging.getLogger(__name__)
+
+_MARK_FLUSH_SECONDS = 0.05
+_MARK_FLUSH_SIZE = 5000
+
+
+class SessionHub:
+    def __init__(self, messages: MessageService) -> None:
+        self._messages = messages
+        self._by_uid: dict[int, list[Session]] = {}
+        self._marks: list[tuple[int, int]] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self.pushed = 0
+
+    def add(self, uid: int, session: Session) -> None:
+        self._by_uid.setdefault(uid, []).append(session)
+
+    def remove(self, uid: int, session: Session) -> None:
+        sessions = self._by_uid.get(uid)
+        if sessions is None:
+            return
+        with contextlib.suppress(ValueError):
+            sessions.remove(session)
+        if not sessions:
+            del self._by_uid[uid]
+
+    def sessions_of(self, uid: int) -> list[Session]:
+        return self._by_uid.get(uid, [])
+
+    @property
+    def online_users(self) -> int:
+        return len(self._by_uid)
+
+    def on_push(self, batch: push_pb2.PushBatch) -> None:
+        """Bus handler: write each message to every local session of its recipients."""
+        for delivery in batch.deliveries:
+            message = delivery.message
+            for recipient in delivery.recipients:
+                sessions = self._by_uid.get(recipient.uid)
+                if not sessions:
+                    continue
+                line = [format_message(message, recipient.seq)]
+                delivered = False
+                for session in list(sessions):
+                    delivered = session.push(line) or delivered
+                if delivered:
+                    self.pushed += 1
+                    self._marks.append((recipient.uid, recipient.seq))
+        if self._marks:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        if len(self._marks) < _MARK_FLUSH_SIZE:
+            await asyncio.sleep(_MARK_FLUSH_SECONDS)
+        await self.flush_marks()
+
+    async def flush_marks(self) -> None:
+        while self._marks:
+            marks, self._marks = self._marks, []
+            request = message_pb2.MarkDeliveredRequest(
+                marks=[message_pb2.DeliveredMark(uid=u, seq=s) for u, s in marks]
+            )
+            try:
+                await self._messages.MarkDelivered(request)
+            except Exception as exc:
+                # Only costs a duplicate in a later PULL; never a lost message.
+                logger.warning("could not record %d deliveries: %r", len(marks), exc)
+                return
+
+    async def stop(self) -> None:
+        if self._flush_task is not None and not self._flush_task.done():
+            self._flush_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flush_task
+        await self.flush_marks()

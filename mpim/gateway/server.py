@@ -1,0 +1,85 @@
+"""The gateway: accepts TCP clients, runs their sessions, routes pushes to them."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+from mpim import __version__
+from mpim.bus.base import Bus
+from mpim.config import GatewaySettings
+from mpim.errors import ErrorCode
+from mpim.gateway.dispatcher import Dispatcher
+from mpim.gateway.handlers import GatewayContext, detach
+from mpim.gateway.hub import SessionHub
+from mpim.gateway.session import Session
+from mpim.gateway.tcp import TcpConnection
+from mpim.services.bundle import Services
+
+logger = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Lifecycle: ``start()`` binds and serves, ``stop()`` drains and closes."""
+
+    def __init__(self, settings: GatewaySettings, services: Services, bus: Bus) -> None:
+        self.settings = settings
+        self._bus = bus
+        self.hub = SessionHub(services.message)
+        self.ctx = GatewayContext(services, self.hub, settings, settings.gateway_id)
+        self.dispatcher = Dispatcher(self.ctx)
+        self.sessions: set[Session] = set()
+        self._ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._greeting = f"+OK welcome mpim {__version__}"
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        await self._bus.subscribe(self.settings.gateway_id, self.hub.on_push)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._make_protocol,
+            self.settings.host,
+            self.settings.port,
+            reuse_address=True,
+            backlog=4096,
+        )
+
+    def _make_protocol(self) -> TcpConnection:
+        return TcpConnection(self._new_session, self.settings.max_line_bytes, self._greeting)
+
+    def _new_session(self, conn: TcpConnection) -> Session:
+        session = Session(
+            f"{self.settings.gateway_id}-{next(self._ids)}",
+            conn,
+            self.settings,
+            self.dispatcher.handle_line,
+            self._session_closed,
+        )
+        self.sessions.add(session)
+        return session
+
+    async def _session_closed(self, session: Session) -> None:
+        self.sessions.discard(session)
+        try:
+            await detach(self.ctx, session)
+        except Exception:
+            logger.exception("conn %s: cleanup failed", session.conn_id)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight commands finish, tell clients, close."""
+        if self._server is not None:
+            self._server.close()
+        notice = f"-ERR {ErrorCode.SERVER_SHUTTING_DOWN.value}"
+        grace = self.settings.shutdown_grace_seconds
+        await asyncio.gather(*(s.shutdown(grace, notice) for s in list(self.sessions)))
+        await self._bus.unsubscribe(self.settings.gateway_id)
+        await self.hub.stop()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None

@@ -1,0 +1,1 @@
+"""The MPIM client line protocol: framing, commands and message lines. No I/O."""

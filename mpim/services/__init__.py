@@ -1,0 +1,1 @@
+"""Business rules of the four services; unaware of how they are called."""

@@ -1,0 +1,248 @@
+"""Message service: durable sends with group commit, inbox reads, push fan-out.
+
+A send is acknowledged only after the batch holding it is committed. Pushes
+are a notification on top of the durable inbox: after each commit one task
+looks up where the recipients are connected and publishes one batch per
+gateway, in commit order, so every connection sees its messages in seq order.
+A push that is dropped (full queue, bus down) loses nothing: SYNC repairs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+
+from mpim.bus.base import Bus
+from mpim.errors import ErrorCode, MpimError
+from mpim.ids import SnowflakeIds
+from mpim.proto import common_pb2, group_pb2, message_pb2, presence_pb2, push_pb2, user_pb2
+from mpim.proto.interfaces import GroupService, PresenceService, UserService
+from mpim.protocol.commands import HISTORY_MAX_LIMIT, ParseLimits, parse_text
+from mpim.services.clock import now_ms
+from mpim.store.messages import (
+    DIRECT,
+    GROUP,
+    MessageStore,
+    NewMessage,
+    StoredMessage,
+    direct_conversation,
+    group_conversation,
+)
+
+logger = logging.getLogger(__name__)
+
+_EMPTY = common_pb2.Empty()
+_DEFAULT_PAGE = 500
+_MAX_PAGE = 10_000
+
+
+def _page(limit: int) -> int:
+    return _DEFAULT_PAGE if limit <= 0 else min(limit, _MAX_PAGE)
+
+
+class MessageServiceImpl:
+    """Implements mpim.proto.interfaces.MessageService."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        users: UserService,
+        groups: GroupService,
+        presence: PresenceService,
+        bus: Bus,
+        *,
+        worker_id: int = 0,
+        max_batch: int = 1000,
+        max_text_bytes: int = 16 * 1024,
+        push_queue_batches: int = 1024,
+    ) -> None:
+        self._store = store
+        self._users = users
+        self._groups = groups
+        self._presence = presence
+        self._bus = bus
+        self._ids = SnowflakeIds(worker_id)
+        self._max_batch = max_batch
+        self._limits = ParseLimits(max_text_bytes=max_text_bytes)
+        self._pending: list[tuple[NewMessage, asyncio.Future[StoredMessage]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._push_queue: asyncio.Queue[list[StoredMessage]] = asyncio.Queue(push_queue_batches)
+        self._pusher: asyncio.Task[None] | None = None
+        self.pushes_dropped = 0
+
+    async def start(self) -> None:
+        self._pusher = asyncio.create_task(self._push_loop(), name="mpim-push")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop pushing."""
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+        if self._pusher is not None:
+            self._pusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pusher
+
+    # -- sending -------------------------------------------------------------
+
+    async def Send(self, request: message_pb2.SendRequest) -> message_pb2.SendReply:
+        text = parse_text(request.text, self._limits)
+        if request.to_uid == request.from_uid:
+            raise MpimError(ErrorCode.CANNOT_SEND_TO_SELF)
+        found = await self._users.GetUsers(user_pb2.GetUsersRequest(uids=[request.to_uid]))
+        if not found.users:
+            raise MpimError(ErrorCode.NO_SUCH_USER)
+        stored = await self._submit(
+            DIRECT, request.from_uid, request.to_uid, text, request.client_msg_id, [request.to_uid]
+        )
+        return message_pb2.SendReply(msg_id=stored.msg_id, duplicate=stored.duplicate)
+
+    async def SendGroup(self, request: message_pb2.SendGroupRequest) -> message_pb2.SendReply:
+        text = parse_text(request.text, self._limits)
+        members = await self._groups.GetMembers(group_pb2.GroupRef(group_id=request.group_id))
+        if request.from_uid not in members.member_uids:
+            raise MpimError(ErrorCode.NOT_MEMBER)
+        recipients = [uid for uid in members.member_uids if uid != request.from_uid]
+        stored = await self._submit(
+            GROUP, request.from_uid, request.group_id, text, request.client_msg_id, recipients
+        )
+        return message_pb2.SendReply(msg_id=stored.msg_id, duplicate=stored.duplicate)
+
+    async def _submit(
+        self,
+        kind: common_pb2.MessageKind,
+        sender: int,
+        target: int,
+        text: str,
+        cid: str,
+        recipients: list[int],
+    ) -> StoredMessage:
+        msg_id = self._ids.next_id()
+        message = NewMessage(
+            msg_id=msg_id,
+            kind=kind,
+            sender=sender,
+            target=target,
+            ts_ms=now_ms(),
+            text=text,
+            cid=cid or None,
+            recipients=recipients,
+        )
+        future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
+        self._pending.append((message, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop(), name="mpim-group-commit")
+        # Shielded: a client that disconnects mid-send must not cancel the
+        # commit other senders in the same batch are waiting on.
+        return await asyncio.shield(future)
+
+    async def _flush_loop(self) -> None:
+        """One batch in flight at a time: whatever queued meanwhile is the next."""
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                results = await self._store.append([m for m, _ in batch])
+            except Exception as exc:
+                logger.error("storing %d messages failed: %r", len(batch), exc)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(MpimError(ErrorCode.SERVICE_UNAVAILABLE))
+                continue
+            self._queue_push([r for r in results if r.deliveries])
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    # -- pushing -------------------------------------------------------------
+
+    def _queue_push(self, stored: list[StoredMessage]) -> None:
+        if not stored:
+            return
+        try:
+            self._push_queue.put_nowait(stored)
+        except asyncio.QueueFull:
+            self.pushes_dropped += len(stored)
+            logger.warning("push queue full; %d messages left for SYNC/PULL", len(stored))
+
+    async def _push_loop(self) -> None:
+        while True:
+            stored = await self._push_queue.get()
+            try:
+                await self._push(stored)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("push of %d messages failed; SYNC/PULL will deliver", len(stored))
+
+    async def _push(self, stored: list[StoredMessage]) -> None:
+        uids = {uid for s in stored for uid, _ in s.deliveries}
+        routes = await self._presence.GetRoutes(presence_pb2.GetRoutesRequest(uids=sorted(uids)))
+        gateways_of: dict[int, set[str]] = defaultdict(set)
+        for route in routes.routes:
+            gateways_of[route.uid].add(route.gateway_id)
+        if not gateways_of:
+            return
+        batches: dict[str, push_pb2.PushBatch] = defaultdict(push_pb2.PushBatch)
+        for s in stored:
+            per_gateway: dict[str, push_pb2.Delivery] = {}
+            for uid, seq in s.deliveries:
+                for gateway_id in gateways_of.get(uid, ()):
+                    delivery = per_gateway.get(gateway_id)
+                    if delivery is None:
+                        delivery = batches[gateway_id].deliveries.add()
+                        delivery.message.CopyFrom(_message_pb(s))
+                        per_gateway[gateway_id] = delivery
+                    delivery.recipients.add(uid=uid, seq=seq)
+        for gateway_id, batch in batches.items():
+            await self._bus.publish(gateway_id, batch)
+
+    # -- reading -------------------------------------------------------------
+
+    async def Pull(self, request: message_pb2.PullRequest) -> message_pb2.MessageBatch:
+        messages, more = await self._store.pull(request.uid, _page(request.limit))
+        return message_pb2.MessageBatch(messages=messages, more=more)
+
+    async def Sync(self, request: message_pb2.SyncRequest) -> message_pb2.SyncReply:
+        if request.after_seq < 0:
+            raise MpimError(ErrorCode.BAD_SEQ)
+        messages, last, more = await self._store.sync(
+            request.uid, request.after_seq, _page(request.limit)
+        )
+        return message_pb2.SyncReply(messages=messages, last_seq=last, more=more)
+
+    async def History(self, request: message_pb2.HistoryRequest) -> message_pb2.MessageBatch:
+        limit = min(max(request.limit, 1), HISTORY_MAX_LIMIT)
+        which = request.WhichOneof("conversation")
+        if which == "group_id":
+            members = await self._groups.GetMembers(group_pb2.GroupRef(group_id=request.group_id))
+            if request.uid not in members.member_uids:
+                raise MpimError(ErrorCode.NOT_MEMBER)
+            conv = group_conversation(request.group_id)
+        elif which == "peer_uid":
+            found = await self._users.GetUsers(user_pb2.GetUsersRequest(uids=[request.peer_uid]))
+            if not found.users:
+                raise MpimError(ErrorCode.NO_SUCH_USER)
+            conv = direct_conversation(request.uid, request.peer_uid)
+        else:
+            raise MpimError(ErrorCode.BAD_CONVERSATION)
+        messages = await self._store.history(request.uid, conv, limit, request.before_id or None)
+        return message_pb2.MessageBatch(messages=messages)
+
+    async def MarkDelivered(self, request: message_pb2.MarkDeliveredRequest) -> common_pb2.Empty:
+        await self._store.mark_delivered([(m.uid, m.seq) for m in request.marks])
+        return _EMPTY
+
+
+def _message_pb(stored: StoredMessage) -> common_pb2.Message:
+    m = stored.message
+    msg = common_pb2.Message(
+        id=m.msg_id, kind=m.kind, from_uid=m.sender, ts_ms=m.ts_ms, text=m.text
+    )
+    if m.kind == GROUP:
+        msg.group_id = m.target
+    else:
+        msg.to_uid = m.target
+    return msg

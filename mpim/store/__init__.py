@@ -1,0 +1,1 @@
+"""The Store port: SQLAlchemy Core over SQLite, MySQL/MariaDB or PostgreSQL."""

@@ -1,0 +1,293 @@
+"""Messages, per-user inboxes with gap-free seq, and the delivered marks.
+
+Every write here runs inside the Database writer's transaction, so a batch
+of sends costs one commit. Per-recipient seqs are assigned under a row lock
+on ``inbox_state`` (FOR UPDATE where the backend has it; SQLite has a single
+writer), taken in ascending uid order, so they stay gap-free and unique even
+with several message-service processes writing for the same users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+
+from mpim.proto import common_pb2
+from mpim.store.database import Database
+from mpim.store.schema import inbox, inbox_state, messages
+
+DIRECT = common_pb2.MESSAGE_KIND_DIRECT
+GROUP = common_pb2.MESSAGE_KIND_GROUP
+_IN_CHUNK = 500
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """A message to store; ``recipients`` get inbox rows (never the sender)."""
+
+    msg_id: int
+    kind: common_pb2.MessageKind
+    sender: int
+    target: int
+    ts_ms: int
+    text: str
+    cid: str | None
+    recipients: list[int]
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """The outcome of one NewMessage: its id and each recipient's seq.
+
+    ``duplicate`` marks a retry of an earlier (sender, cid): ``msg_id`` is the
+    original's and ``deliveries`` is empty (it was delivered the first time).
+    """
+
+    msg_id: int
+    duplicate: bool
+    message: NewMessage
+    deliveries: list[tuple[int, int]] = field(default_factory=list)
+
+
+def conversation_key(kind: common_pb2.MessageKind, sender: int, target: int) -> str:
+    if kind == GROUP:
+        return f"g:{target}"
+    low, high = sorted((sender, target))
+    return f"d:{low}:{high}"
+
+
+def direct_conversation(uid: int, peer: int) -> str:
+    return conversation_key(DIRECT, uid, peer)
+
+
+def group_conversation(group_id: int) -> str:
+    return conversation_key(GROUP, 0, group_id)
+
+
+def _chunks(items: Sequence[int]) -> Iterable[Sequence[int]]:
+    for i in range(0, len(items), _IN_CHUNK):
+        yield items[i : i + _IN_CHUNK]
+
+
+_MESSAGE_COLUMNS = (
+    messages.c.msg_id,
+    messages.c.kind,
+    messages.c.sender,
+    messages.c.target,
+    messages.c.ts_ms,
+    messages.c.text,
+)
+
+
+def _to_pb(row: Any, seq: int) -> common_pb2.Message:
+    msg = common_pb2.Message(
+        id=int(row.msg_id),
+        kind=GROUP if row.kind == GROUP else DIRECT,
+        from_uid=int(row.sender),
+        ts_ms=int(row.ts_ms),
+        seq=seq,
+        text=str(row.text),
+    )
+    if row.kind == GROUP:
+        msg.group_id = int(row.target)
+    else:
+        msg.to_uid = int(row.target)
+    return msg
+
+
+class MessageStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def append(self, batch: list[NewMessage]) -> list[StoredMessage]:
+        """Store a batch in one transaction; results in batch order."""
+        return await self._db.write(lambda conn: self._append(conn, batch))
+
+    def _append(self, conn: Connection, batch: list[NewMessage]) -> list[StoredMessage]:
+        existing = self._existing_cids(conn, batch)
+        results: list[StoredMessage] = []
+        fresh: list[StoredMessage] = []
+        seen: dict[tuple[int, str], int] = {}
+        for msg in batch:
+            if msg.cid is not None:
+                key = (msg.sender, msg.cid)
+                earlier = existing.get(key, seen.get(key))
+                if earlier is not None:
+                    results.append(StoredMessage(earlier, True, msg))
+                    continue
+                seen[key] = msg.msg_id
+            stored = StoredMessage(msg.msg_id, False, msg)
+            results.append(stored)
+            fresh.append(stored)
+        if not fresh:
+            return results
+        uids = sorted({uid for s in fresh for uid in s.message.recipients})
+        last_seq = self._lock_seqs(conn, uids)
+        inbox_rows: list[dict[str, int]] = []
+        for stored in fresh:
+            for uid in stored.message.recipients:
+                seq = last_seq[uid] + 1
+                last_seq[uid] = seq
+                stored.deliveries.append((uid, seq))
+                inbox_rows.append({"uid": uid, "seq": seq, "msg_id": stored.msg_id})
+        conn.execute(
+            insert(messages),
+            [
+                {
+                    "msg_id": s.msg_id,
+                    "kind": s.message.kind,
+                    "sender": s.message.sender,
+                    "target": s.message.target,
+                    "conv": conversation_key(s.message.kind, s.message.sender, s.message.target),
+                    "ts_ms": s.message.ts_ms,
+                    "text": s.message.text,
+                    "client_msg_id": s.message.cid,
+                }
+                for s in fresh
+            ],
+        )
+        if inbox_rows:
+            conn.execute(insert(inbox).values(delivered=False), inbox_rows)
+            conn.execute(
+                update(inbox_state)
+                .where(inbox_state.c.uid == bindparam("b_uid"))
+                .values(last_seq=bindparam("b_seq")),
+                [{"b_uid": uid, "b_seq": last_seq[uid]} for uid in uids],
+            )
+        return results
+
+    def _existing_cids(
+        self, conn: Connection, batch: list[NewMessage]
+    ) -> dict[tuple[int, str], int]:
+        wanted = [(m.sender, m.cid) for m in batch if m.cid is not None]
+        found: dict[tuple[int, str], int] = {}
+        for i in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[i : i + _IN_CHUNK]
+            rows = conn.execute(
+                select(messages.c.sender, messages.c.client_msg_id, messages.c.msg_id).where(
+                    or_(
+                        *(
+                            and_(messages.c.sender == s, messages.c.client_msg_id == c)
+                            for s, c in chunk
+                        )
+                    )
+                )
+            ).all()
+            for sender, cid, msg_id in rows:
+                found[(int(sender), str(cid))] = int(msg_id)
+        return found
+
+    def _lock_seqs(self, conn: Connection, uids: list[int]) -> dict[int, int]:
+        last: dict[int, int] = {}
+        for chunk in _chunks(uids):
+            rows = conn.execute(
+                select(inbox_state.c.uid, inbox_state.c.last_seq)
+                .where(inbox_state.c.uid.in_(chunk))
+                .order_by(inbox_state.c.uid)
+                .with_for_update()
+            ).all()
+            last.update((int(uid), int(seq)) for uid, seq in rows)
+        missing = [uid for uid in uids if uid not in last]
+        if missing:
+            conn.execute(
+                insert(inbox_state),
+                [{"uid": uid, "last_seq": 0, "pull_floor": 0} for uid in missing],
+            )
+            last.update((uid, 0) for uid in missing)
+        return last
+
+    async def pull(self, uid: int, limit: int) -> tuple[list[common_pb2.Message], bool]:
+        """Claim up to ``limit`` undelivered messages, oldest first; (messages, more)."""
+        return await self._db.write(lambda conn: self._pull(conn, uid, limit))
+
+    def _pull(
+        self, conn: Connection, uid: int, limit: int
+    ) -> tuple[list[common_pb2.Message], bool]:
+        floor = conn.execute(
+            select(inbox_state.c.pull_floor).where(inbox_state.c.uid == uid).with_for_update()
+        ).scalar()
+        floor = int(floor or 0)
+        rows = conn.execute(
+            select(*_MESSAGE_COLUMNS, inbox.c.seq)
+            .select_from(inbox.join(messages, messages.c.msg_id == inbox.c.msg_id))
+            .where(inbox.c.uid == uid, inbox.c.seq > floor, inbox.c.delivered.is_(False))
+            .order_by(inbox.c.seq)
+            .limit(limit + 1)
+        ).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if not rows:
+            return [], False
+        top = int(rows[-1].seq)
+        conn.execute(
+            update(inbox)
+            .where(inbox.c.uid == uid, inbox.c.seq > floor, inbox.c.seq <= top)
+            .values(delivered=True)
+        )
+        # Everything up to ``top`` is now delivered: later pulls start there.
+        conn.execute(update(inbox_state).where(inbox_state.c.uid == uid).values(pull_floor=top))
+        return [_to_pb(row, int(row.seq)) for row in rows], more
+
+    async def sync(
+        self, uid: int, after_seq: int, limit: int
+    ) -> tuple[list[common_pb2.Message], int, bool]:
+        """Messages with seq > after_seq; (messages, reported seq, more)."""
+
+        def job(conn: Connection) -> tuple[list[common_pb2.Message], int, bool]:
+            rows = conn.execute(
+                select(*_MESSAGE_COLUMNS, inbox.c.seq)
+                .select_from(inbox.join(messages, messages.c.msg_id == inbox.c.msg_id))
+                .where(inbox.c.uid == uid, inbox.c.seq > after_seq)
+                .order_by(inbox.c.seq)
+                .limit(limit + 1)
+            ).all()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            if rows:
+                return [_to_pb(r, int(r.seq)) for r in rows], int(rows[-1].seq), more
+            current = conn.execute(
+                select(inbox_state.c.last_seq).where(inbox_state.c.uid == uid)
+            ).scalar()
+            return [], int(current or 0), False
+
+        return await self._db.read(job)
+
+    async def history(
+        self, uid: int, conv: str, limit: int, before_id: int | None
+    ) -> list[common_pb2.Message]:
+        """Newest first; seq is the reader's own (0 for what they sent or never received)."""
+
+        def job(conn: Connection) -> list[common_pb2.Message]:
+            query = (
+                select(*_MESSAGE_COLUMNS, inbox.c.seq)
+                .select_from(
+                    messages.outerjoin(
+                        inbox, and_(inbox.c.msg_id == messages.c.msg_id, inbox.c.uid == uid)
+                    )
+                )
+                .where(messages.c.conv == conv)
+                .order_by(messages.c.msg_id.desc())
+                .limit(limit)
+            )
+            if before_id is not None:
+                query = query.where(messages.c.msg_id < before_id)
+            return [_to_pb(r, int(r.seq or 0)) for r in conn.execute(query).all()]
+
+        return await self._db.read(job)
+
+    async def mark_delivered(self, marks: list[tuple[int, int]]) -> None:
+        """Flag (uid, seq) inbox rows as sent to a connection, so PULL skips them."""
+
+        def job(conn: Connection) -> None:
+            conn.execute(
+                update(inbox)
+                .where(inbox.c.uid == bindparam("b_uid"), inbox.c.seq == bindparam("b_seq"))
+                .values(delivered=True),
+                [{"b_uid": uid, "b_seq": seq} for uid, seq in marks],
+            )
+
+        if marks:
+            await self._db.write(job)

@@ -1,0 +1,158 @@
+"""The relational schema (SQLAlchemy Core) and its versioned upgrade path."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    inspect,
+    select,
+)
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere ids are BIGINT.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+schema_version = Table(
+    "mpim_schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("uid", AutoId, primary_key=True, autoincrement=True),
+    Column("username", String(32), nullable=False),
+    # Lower-cased name: uniqueness ignores ASCII case.
+    Column("username_key", String(32), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    # sha256 of the token; the token itself is never stored.
+    Column("token_hash", String(64), primary_key=True),
+    Column("uid", BigInteger, nullable=False, index=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+friends = Table(
+    "friends",
+    metadata,
+    Column("uid", BigInteger, nullable=False),
+    Column("friend_uid", BigInteger, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("uid", "friend_uid"),
+)
+
+chat_groups = Table(
+    "chat_groups",
+    metadata,
+    Column("group_id", AutoId, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("description", String(512), nullable=False, default=""),
+    Column("owner_uid", BigInteger, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", BigInteger, nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    Column("joined_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("group_id", "uid"),
+    Index("ix_group_members_uid", "uid", "group_id"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("msg_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("sender", BigInteger, nullable=False),
+    # the recipient uid (direct) or the group id (group)
+    Column("target", BigInteger, nullable=False),
+    # conversation key: "d:<low uid>:<high uid>" or "g:<group id>"
+    Column("conv", String(48), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("client_msg_id", String(64), nullable=True),
+    UniqueConstraint("sender", "client_msg_id", name="uq_messages_sender_cid"),
+    Index("ix_messages_conv", "conv", "msg_id"),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("uid", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("msg_id", BigInteger, nullable=False),
+    # sent to at least one connection of the user (by push or PULL)
+    Column("delivered", Boolean, nullable=False, default=False),
+    PrimaryKeyConstraint("uid", "seq"),
+    UniqueConstraint("uid", "msg_id", name="uq_inbox_uid_msg"),
+)
+
+inbox_state = Table(
+    "inbox_state",
+    metadata,
+    Column("uid", BigInteger, primary_key=True, autoincrement=False),
+    # highest seq handed out: the next message gets last_seq + 1
+    Column("last_seq", BigInteger, nullable=False, default=0),
+    # every seq <= pull_floor has been delivered
+    Column("pull_floor", BigInteger, nullable=False, default=0),
+)
+
+# version -> step that upgrades a database at that version to version + 1
+UPGRADES: dict[int, Callable[[Connection], None]] = {}
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer MPIM than this one."""
+
+
+def migrate(conn: Connection) -> int:
+    """Create or upgrade the schema inside ``conn``'s transaction; return the version."""
+    existing = set(inspect(conn).get_table_names())
+    if schema_version.name not in existing:
+        metadata.create_all(conn)
+        conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+        logger.info("created schema version %d", SCHEMA_VERSION)
+        return SCHEMA_VERSION
+    version = int(conn.execute(select(schema_version.c.version)).scalar_one())
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"database schema version {version} is newer than this MPIM ({SCHEMA_VERSION})"
+        )
+    while version < SCHEMA_VERSION:
+        UPGRADES[version](conn)
+        version += 1
+        conn.execute(schema_version.update().values(version=version))
+        logger.info("upgraded schema to version %d", version)
+    return version

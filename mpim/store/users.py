@@ -1,0 +1,174 @@
+"""Accounts, tokens and friendships in the Store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, and_, delete, insert, select, update
+
+from mpim.store.database import Database
+from mpim.store.schema import friends, inbox_state, tokens, users
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    uid: int
+    username: str
+    password_hash: str
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    uid: int
+    expires_at_ms: int
+    revoked: bool
+
+
+def username_key(username: str) -> str:
+    """Usernames are unique ignoring ASCII case (they are ASCII by rule)."""
+    return username.lower()
+
+
+class UserStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create_user(self, username: str, password_hash: str, now_ms: int) -> int | None:
+        """The new uid, or None when the name is taken."""
+
+        def job(conn: Connection) -> int | None:
+            key = username_key(username)
+            taken = conn.execute(select(users.c.uid).where(users.c.username_key == key)).first()
+            if taken is not None:
+                return None
+            result = conn.execute(
+                insert(users).values(
+                    username=username,
+                    username_key=key,
+                    password_hash=password_hash,
+                    created_at_ms=now_ms,
+                )
+            )
+            uid = int(result.inserted_primary_key[0])  # type: ignore[index]
+            conn.execute(insert(inbox_state).values(uid=uid, last_seq=0, pull_floor=0))
+            return uid
+
+        return await self._db.write(job)
+
+    async def get_by_name(self, username: str) -> UserRow | None:
+        def job(conn: Connection) -> UserRow | None:
+            row = conn.execute(
+                select(
+                    users.c.uid, users.c.username, users.c.password_hash, users.c.created_at_ms
+                ).where(users.c.username_key == username_key(username))
+            ).first()
+            return UserRow(*row) if row else None
+
+        return await self._db.read(job)
+
+    async def get_users(self, uids: list[int]) -> dict[int, UserRow]:
+        def job(conn: Connection) -> dict[int, UserRow]:
+            rows = conn.execute(
+                select(
+                    users.c.uid, users.c.username, users.c.password_hash, users.c.created_at_ms
+                ).where(users.c.uid.in_(uids))
+            ).all()
+            return {row.uid: UserRow(*row) for row in rows}
+
+        return await self._db.read(job)
+
+    async def update_password_hash(self, uid: int, password_hash: str) -> None:
+        def job(conn: Connection) -> None:
+            conn.execute(
+                update(users).where(users.c.uid == uid).values(password_hash=password_hash)
+            )
+
+        await self._db.write(job)
+
+    async def add_token(self, token_hash: str, uid: int, now_ms: int, expires_at_ms: int) -> None:
+        def job(conn: Connection) -> None:
+            conn.execute(
+                insert(tokens).values(
+                    token_hash=token_hash,
+                    uid=uid,
+                    created_at_ms=now_ms,
+                    expires_at_ms=expires_at_ms,
+                    revoked=False,
+                )
+            )
+
+        await self._db.write(job)
+
+    async def get_token(self, token_hash: str) -> TokenRow | None:
+        def job(conn: Connection) -> TokenRow | None:
+            row = conn.execute(
+                select(tokens.c.uid, tokens.c.expires_at_ms, tokens.c.revoked).where(
+                    tokens.c.token_hash == token_hash
+                )
+            ).first()
+            return TokenRow(row.uid, row.expires_at_ms, bool(row.revoked)) if row else None
+
+        return await self._db.read(job)
+
+    async def revoke_token(self, token_hash: str) -> None:
+        def job(conn: Connection) -> None:
+            conn.execute(
+                update(tokens).where(tokens.c.token_hash == token_hash).values(revoked=True)
+            )
+
+        await self._db.write(job)
+
+    async def delete_expired_tokens(self, now_ms: int) -> int:
+        def job(conn: Connection) -> int:
+            result = conn.execute(delete(tokens).where(tokens.c.expires_at_ms < now_ms))
+            return int(result.rowcount)
+
+        return await self._db.write(job)
+
+    async def add_friendship(self, uid: int, friend_uid: int, now_ms: int) -> bool:
+        """Both directions; False when they were already friends."""
+
+        def job(conn: Connection) -> bool:
+            exists = conn.execute(
+                select(friends.c.uid).where(
+                    and_(friends.c.uid == uid, friends.c.friend_uid == friend_uid)
+                )
+            ).first()
+            if exists is not None:
+                return False
+            conn.execute(
+                insert(friends),
+                [
+                    {"uid": uid, "friend_uid": friend_uid, "created_at_ms": now_ms},
+                    {"uid": friend_uid, "friend_uid": uid, "created_at_ms": now_ms},
+                ],
+            )
+            return True
+
+        return await self._db.write(job)
+
+    async def remove_friendship(self, uid: int, friend_uid: int) -> bool:
+        """Both directions; False when they were not friends."""
+
+        def job(conn: Connection) -> bool:
+            result = conn.execute(
+                delete(friends).where(
+                    ((friends.c.uid == uid) & (friends.c.friend_uid == friend_uid))
+                    | ((friends.c.uid == friend_uid) & (friends.c.friend_uid == uid))
+                )
+            )
+            return bool(result.rowcount)
+
+        return await self._db.write(job)
+
+    async def friends_of(self, uid: int) -> list[int]:
+        def job(conn: Connection) -> list[int]:
+            rows = conn.execute(
+                select(friends.c.friend_uid)
+                .where(friends.c.uid == uid)
+                .order_by(friends.c.friend_uid)
+            ).scalars()
+            return [int(r) for r in rows]
+
+        return await self._db.read(job)
