@@ -1,0 +1,56 @@
+"""Run ``mpim up`` as a real child process and wait for it to listen."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+class MpimProcess:
+    def __init__(self, proc: asyncio.subprocess.Process, host: str, port: int) -> None:
+        self.proc = proc
+        self.host = host
+        self.port = port
+
+    @classmethod
+    async def start(cls, data_dir: Path, port: int = 0, *extra: str) -> MpimProcess:
+        env = dict(os.environ)
+        env.setdefault("MPIM_SECURITY__ARGON2_MEMORY_KIB", "256")
+        env.setdefault("MPIM_SECURITY__ARGON2_TIME_COST", "1")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mpim",
+            "up",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            *extra,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        match = _LISTENING.search(line)
+        if match is None:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError(f"mpim up did not report listening: {line!r}")
+        return cls(proc, match.group(1), int(match.group(2)))
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
