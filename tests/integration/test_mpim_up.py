@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support.lineclient import LineClient
+from mpim.protocol.messages import MessageLine
+from tests.support.lineclient import Account, LineClient
 from tests.support.process import MpimProcess
 
 
@@ -53,29 +54,47 @@ async def test_signal_stops_within_five_seconds_losing_no_acknowledged_message(
 ) -> None:
     data = tmp_path / "data"
     proc = await MpimProcess.start(data)
+    try:
+        bob, acked = await _flood_then_stop(proc, sig, connect)
+    finally:
+        await proc.kill()
+    proc = await MpimProcess.start(data)
+    try:
+        stored, last_seq = await _sync_all(await connect(proc), bob)
+    finally:
+        await proc.kill()
+    missing = set(acked) - stored
+    assert not missing, f"{len(missing)} acknowledged messages lost"
+    assert last_seq == len(stored)  # seqs are gap-free
+
+
+async def _flood_then_stop(
+    proc: MpimProcess, sig: int, connect: Connect
+) -> tuple[Account, list[int]]:
+    """Four senders pipeline sends to an offline user; signal mid-flight."""
     receiver = await connect(proc)
     bob = await receiver.register()
     await receiver.cmd("LOGOUT")
     senders = [await connect(proc) for _ in range(4)]
     for sender in senders:
         await sender.register()
-
     acked: list[int] = []
+    enough = asyncio.Event()
 
     async def flood(client: LineClient, n: int) -> None:
-        # Pipeline sends and keep reading acks until the server closes.
         await client.send_raw(b"".join(f"SEND {bob.uid} m{i}\n".encode() for i in range(n)))
         try:
             while True:
                 line = await client.read_line(timeout=15)
                 if line.startswith("+OK msg_id="):
                     acked.append(int(line.split("=", 1)[1]))
+                    if len(acked) >= 200:
+                        enough.set()
         except ConnectionError:
             return
 
     tasks = [asyncio.create_task(flood(s, 3000)) for s in senders]
-    while len(acked) < 200:  # stop while sends are in flight
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(enough.wait(), 30)  # signal while sends are in flight
     started = time.monotonic()
     code = await proc.stop(sig)
     elapsed = time.monotonic() - started
@@ -83,39 +102,38 @@ async def test_signal_stops_within_five_seconds_losing_no_acknowledged_message(
     assert code == 0
     assert elapsed < 5.0, f"shutdown took {elapsed:.1f}s"
     assert len(acked) >= 200
+    return bob, acked
 
-    proc = await MpimProcess.start(data)
-    try:
-        client = await connect(proc)
-        assert (await client.login(bob.username, bob.password)).startswith("+OK uid=")
-        stored: set[int] = set()
-        after = 0
-        while True:
-            lines, done = await client.cmd_multi(f"SYNC {after}")
-            stored.update(int(re.search(r"id=(\d+)", line).group(1)) for line in lines)  # type: ignore[union-attr]
-            after = int(re.search(r"seq=(\d+)", done).group(1))  # type: ignore[union-attr]
-            if "more=1" not in done:
-                break
-        missing = set(acked) - stored
-        assert not missing, f"{len(missing)} acknowledged messages lost"
-        assert after == len(stored)  # seqs are gap-free
-    finally:
-        await proc.kill()
+
+async def _sync_all(client: LineClient, account: Account) -> tuple[set[int], int]:
+    """Log in and SYNC from 0 to the end; (message ids, last seq)."""
+    assert (await client.login(account.username, account.password)).startswith("+OK uid=")
+    stored: set[int] = set()
+    after = 0
+    while True:
+        lines, done = await client.cmd_multi(f"SYNC {after}")
+        stored.update(MessageLine.parse(line).id for line in lines)
+        after = int(done.split("seq=")[1].split()[0])
+        if "more=1" not in done:
+            return stored, after
 
 
 async def test_restart_keeps_users_and_offline_messages(tmp_path: Path, connect: Connect) -> None:
     data = tmp_path / "data"
     proc = await MpimProcess.start(data)
-    alice = await connect(proc)
-    a = await alice.register()
-    bob = await connect(proc)
-    b = await bob.register()
-    await bob.close()
-    for text in ("one", "two  spaced ", "three"):
-        assert (await alice.cmd(f"SEND {b.uid} {text}")).startswith("+OK msg_id=")
-    assert await alice.cmd(f"ADDFRIEND {b.uid}") == "+OK friend added"
-    await alice.close()
-    assert await proc.stop() == 0
+    try:
+        alice = await connect(proc)
+        a = await alice.register()
+        bob = await connect(proc)
+        b = await bob.register()
+        await bob.close()
+        for text in ("one", "two  spaced ", "three"):
+            assert (await alice.cmd(f"SEND {b.uid} {text}")).startswith("+OK msg_id=")
+        assert await alice.cmd(f"ADDFRIEND {b.uid}") == "+OK friend added"
+        await alice.close()
+        assert await proc.stop() == 0
+    finally:
+        await proc.kill()
 
     proc = await MpimProcess.start(data, proc.port)
     try:
@@ -135,7 +153,7 @@ async def test_restart_keeps_users_and_offline_messages(tmp_path: Path, connect:
 
 async def test_bad_setting_names_the_key(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
-        "python", "-m", "mpim", "up", "--port", "70000", "--data-dir", str(tmp_path),
+        sys.executable, "-m", "mpim", "up", "--port", "70000", "--data-dir", str(tmp_path),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     _, err = await asyncio.wait_for(proc.communicate(), 30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from dataclasses import dataclass
 
@@ -80,7 +81,7 @@ class LineClient:
 
     async def expect_closed(self, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
         """Read until EOF; return whatever lines came first."""
-        lines = []
+        lines: list[str] = []
         while True:
             raw = await asyncio.wait_for(self.reader.readline(), timeout)
             if not raw:
@@ -100,7 +101,5 @@ class LineClient:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass

@@ -39,7 +39,7 @@ def test_send_errors() -> None:
     assert err("SEND 0 hi") is ErrorCode.BAD_UID
     assert err("SEND -1 hi") is ErrorCode.BAD_UID
     assert err("SEND 9223372036854775808 hi") is ErrorCode.BAD_UID
-    assert err("SEND ５ hi") is ErrorCode.BAD_UID
+    assert err("SEND ５ hi") is ErrorCode.BAD_UID  # noqa: RUF001
     assert parse_request("SEND 9223372036854775807 hi").command == c.Send(2**63 - 1, "hi")
 
 
@@ -76,7 +76,7 @@ def test_login_does_not_reveal_which_part_is_malformed() -> None:
 
 def test_unknown_and_non_ascii_command_words() -> None:
     assert err("FROB 1") is ErrorCode.UNKNOWN_COMMAND
-    assert err("ſend 1 hi") is ErrorCode.UNKNOWN_COMMAND  # uppercases to SEND
+    assert err("ſend 1 hi") is ErrorCode.UNKNOWN_COMMAND  # noqa: RUF001 (uppercases to SEND)
 
 
 def test_history_forms() -> None:
