@@ -39,6 +39,11 @@ class GatewaySettings(BaseModel):
     sync_page_size: int = Field(default=500, ge=1, le=10000)
     pull_page_size: int = Field(default=500, ge=1, le=10000)
     shutdown_grace_seconds: float = Field(default=3.0, ge=0)
+    # HTTP endpoint of the gateway: WebSocket at /ws, the web client at /,
+    # metrics and health. 0 picks a free port.
+    http_enabled: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=6001, ge=0, le=65535)
 
 
 class StoreSettings(BaseModel):
@@ -75,6 +80,35 @@ class CacheSettings(BaseModel):
     ttl_seconds: float = Field(default=300.0, gt=0)
 
 
+class RedisSettings(BaseModel):
+    """Cache and push bus in distributed mode."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    # Every key and channel starts with this, so deployments (and test runs)
+    # sharing one Redis never collide.
+    key_prefix: str = "mpim:"
+    socket_timeout_seconds: float = Field(default=1.0, gt=0)
+
+
+class ZooKeeperSettings(BaseModel):
+    """Service discovery in distributed mode."""
+
+    hosts: str = "127.0.0.1:2181"
+    chroot: str = Field(default="/mpim", pattern="^/.*")
+    session_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class RpcSettings(BaseModel):
+    """This process's gRPC endpoint (service roles) and its calls to others."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    # What peers are told to dial; defaults to host.
+    advertise_host: str = ""
+    deadline_seconds: float = Field(default=5.0, gt=0)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     """Everything one MPIM process needs to start."""
 
@@ -87,6 +121,11 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     security: SecuritySettings = SecuritySettings()
     cache: CacheSettings = CacheSettings()
+    redis: RedisSettings = RedisSettings()
+    zookeeper: ZooKeeperSettings = ZooKeeperSettings()
+    rpc: RpcSettings = RpcSettings()
+    # Unique per process in a cluster; also the snowflake worker id source.
+    instance_id: str = Field(default="", max_length=64)
 
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.data_dir / 'mpim.sqlite3'}"
