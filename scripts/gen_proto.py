@@ -84,6 +84,63 @@ def render_interfaces(fds: descriptor_pb2.FileDescriptorSet) -> str:
     )
 
 
+# Reads that may be retried on another instance; a naming rule so a new
+# method is classified without a list to keep in sync.
+IDEMPOTENT_PREFIXES = ("Get", "List", "Sync", "History", "Ping", "Authenticate")
+
+
+def render_clients(fds: descriptor_pb2.FileDescriptorSet) -> str:
+    """Render one RpcCaller subclass per service: the gRPC side of each interface."""
+    type_module: dict[str, str] = {}
+    for f in fds.file:
+        module = Path(f.name).stem + "_pb2"
+        for m in f.message_type:
+            type_module[f".{f.package}.{m.name}"] = f"{module}.{m.name}"
+    used: set[str] = set()
+    classes: list[str] = []
+    names: list[str] = []
+    for f in sorted(fds.file, key=lambda f: f.name):
+        for service in f.service:
+            name = f"{service.name}Client"
+            names.append(name)
+            idempotent = sorted(
+                m.name for m in service.method if m.name.startswith(IDEMPOTENT_PREFIXES)
+            )
+            lines = [
+                f"class {name}(RpcCaller):",
+                f'    """{service.name} over gRPC; implements interfaces.{service.name}."""',
+                "",
+                "    IDEMPOTENT = frozenset({" + ", ".join(f'"{m}"' for m in idempotent) + "})",
+            ]
+            for method in service.method:
+                req = type_module[method.input_type]
+                rep = type_module[method.output_type]
+                used.update({req.split(".")[0], rep.split(".")[0]})
+                path = f"/{f.package}.{service.name}/{method.name}"
+                lines.append("")
+                lines.append(f"    async def {method.name}(self, request: {req}) -> {rep}:")
+                lines.append(
+                    f'        return await self._invoke("{method.name}", "{path}", request, {rep})'
+                )
+            classes.append("\n".join(lines))
+    imports = "\n".join(f"from mpim.proto import {m}" for m in sorted(used))
+    header = (
+        '"""gRPC clients generated from the .proto files.\n\n'
+        "Do not edit: run scripts/gen_proto.py. Each class implements the matching\n"
+        'interface in interfaces.py, so callers cannot tell it from a local service."""\n\n'
+        "from __future__ import annotations\n\n"
+    )
+    return (
+        header
+        + imports
+        + "\nfrom mpim.rpc.caller import RpcCaller\n\n\n"
+        + "\n\n\n".join(classes)
+        + "\n\n__all__ = ["
+        + ", ".join(f'"{n}"' for n in names)
+        + "]\n"
+    )
+
+
 def generate(out_root: Path) -> None:
     (out_root / "mpim" / "proto").mkdir(parents=True, exist_ok=True)
     descriptor = out_root / "descriptors.pb"
@@ -91,6 +148,7 @@ def generate(out_root: Path) -> None:
     fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes())
     descriptor.unlink()
     (out_root / "mpim" / "proto" / "interfaces.py").write_text(render_interfaces(fds))
+    (out_root / "mpim" / "proto" / "clients.py").write_text(render_clients(fds))
 
 
 def main() -> None:

@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from mpim.store.schema import migrate
 
@@ -36,6 +39,20 @@ class _Pending:
 
 
 _STOP = object()
+_CONFLICT_RETRIES = 3
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """A failure that re-running the transaction can resolve."""
+    return isinstance(exc, (IntegrityError, OperationalError))
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_begin_deferred(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 class Database:
@@ -54,6 +71,7 @@ class Database:
         self._max_batch = max_batch
         self._read_threads = read_threads
         self._engine: Engine | None = None
+        self._write_engine: Engine | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
@@ -70,12 +88,31 @@ class Database:
         return make_url(self.url).get_backend_name() == "sqlite"
 
     async def start(self) -> None:
-        """Connect, create or upgrade the schema, start the writer thread."""
+        """Connect (creating the database if missing), migrate, start the writer."""
         self._loop = asyncio.get_running_loop()
-        self._engine = create_engine(self.url, pool_pre_ping=not self.is_sqlite)
-        if self.is_sqlite:
-            event.listen(self._engine, "connect", self._on_sqlite_connect)
         self._readers = ThreadPoolExecutor(self._read_threads, thread_name_prefix="mpim-read")
+        if self.is_sqlite:
+            # Readers: deferred transactions. The writer: BEGIN IMMEDIATE, so a
+            # read-then-write job (seq assignment, PULL's claim) holds the write
+            # lock from its first statement even if another process shares
+            # the file.
+            self._engine = create_engine(self.url, connect_args={"isolation_level": None})
+            event.listen(self._engine, "connect", self._on_sqlite_connect)
+            event.listen(self._engine, "begin", _sqlite_begin_deferred)
+            self._write_engine = create_engine(self.url, connect_args={"isolation_level": None})
+            event.listen(self._write_engine, "connect", self._on_sqlite_connect)
+            event.listen(self._write_engine, "begin", _sqlite_begin_immediate)
+        else:
+            await self._loop.run_in_executor(self._readers, ensure_database, self.url)
+            # READ COMMITTED: no gap locks between concurrent message writers.
+            self._engine = create_engine(
+                self.url,
+                pool_pre_ping=True,
+                pool_size=self._read_threads + 1,
+                pool_recycle=3600,
+                isolation_level="READ COMMITTED",
+            )
+            self._write_engine = self._engine
         await self._loop.run_in_executor(self._readers, self._migrate)
         self._writer = threading.Thread(target=self._write_loop, name="mpim-writer", daemon=True)
         self._writer.start()
@@ -88,7 +125,8 @@ class Database:
         cursor.close()
 
     def _migrate(self) -> None:
-        with self.engine.begin() as conn:
+        assert self._write_engine is not None
+        with self._write_engine.begin() as conn:
             migrate(conn)
 
     async def stop(self) -> None:
@@ -100,6 +138,9 @@ class Database:
         if self._readers is not None:
             self._readers.shutdown(wait=True)
             self._readers = None
+        if self._write_engine is not None and self._write_engine is not self._engine:
+            self._write_engine.dispose()
+        self._write_engine = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -142,12 +183,19 @@ class Database:
                 batch.append(item)
             self._commit_batch(batch)
 
-    def _commit_batch(self, batch: list[_Pending]) -> None:
+    def _commit_batch(self, batch: list[_Pending], conflicts: int = 0) -> None:
+        assert self._write_engine is not None
         try:
-            with self.engine.begin() as conn:
+            with self._write_engine.begin() as conn:
                 results = [p.job(conn) for p in batch]
         except Exception as exc:
             if len(batch) == 1:
+                if _is_conflict(exc) and conflicts < _CONFLICT_RETRIES:
+                    # Another process won a race (unique key, deadlock, lock
+                    # wait): the job re-reads and sees the winner's commit.
+                    time.sleep(0.005 * (conflicts + 1))
+                    self._commit_batch(batch, conflicts + 1)
+                    return
                 self._resolve([(batch[0], None, exc)])
                 return
             logger.debug("batch of %d failed (%r); retrying jobs one by one", len(batch), exc)
@@ -172,3 +220,34 @@ class Database:
             self._loop.call_soon_threadsafe(deliver)
         except RuntimeError:
             logger.warning("event loop closed before %d writes were acknowledged", len(outcomes))
+
+
+def ensure_database(url: str) -> None:
+    """Create the URL's database on a MySQL/MariaDB or PostgreSQL server if missing."""
+    parsed = make_url(url)
+    name = parsed.database
+    if not name:
+        return
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", name):
+        raise ValueError(f"store.url: database name {name!r} must be letters, digits and _")
+    backend = parsed.get_backend_name()
+    if backend == "mysql":
+        engine = create_engine(parsed.set(database=""))
+        with engine.connect() as conn:
+            conn.execute(
+                text(
+                    f"CREATE DATABASE IF NOT EXISTS `{name}` "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                )
+            )
+    elif backend == "postgresql":
+        engine = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).first()
+            if exists is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    else:
+        return
+    engine.dispose()

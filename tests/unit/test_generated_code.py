@@ -36,9 +36,10 @@ def test_generated_protobuf_code_is_not_stale(tmp_path: Path) -> None:
         assert _descriptor_bytes(fresh_text) == module.DESCRIPTOR.serialized_pb, (
             f"mpim/proto/{name}_pb2.py is stale: run scripts/gen_proto.py"
         )
-    assert (fresh_dir / "interfaces.py").read_text() == (
-        committed_dir / "interfaces.py"
-    ).read_text(), "mpim/proto/interfaces.py is stale: run scripts/gen_proto.py"
+    for generated in ("interfaces.py", "clients.py"):
+        assert (fresh_dir / generated).read_text() == (committed_dir / generated).read_text(), (
+            f"mpim/proto/{generated} is stale: run scripts/gen_proto.py"
+        )
 
 
 def _descriptor_bytes(generated_source: str) -> bytes:
@@ -50,6 +51,16 @@ def _descriptor_bytes(generated_source: str) -> bytes:
     value = ast.literal_eval(literal)
     assert isinstance(value, bytes)
     return value
+
+
+def test_generated_grpc_clients_cover_every_interface_method() -> None:
+    from mpim.proto import clients, interfaces
+
+    for name in interfaces.__all__:
+        interface = getattr(interfaces, name)
+        client = getattr(clients, f"{name}Client")
+        wanted = {n for n in vars(interface) if not n.startswith("_")}
+        assert wanted <= set(vars(client)), f"{name}Client lacks {wanted - set(vars(client))}"
 
 
 def test_every_service_implementation_matches_its_interface() -> None:

@@ -1,0 +1,1 @@
+"""Service calls between processes: grpc.aio servers and pooled, balanced clients."""

@@ -1,0 +1,129 @@
+"""The Store on every backend, with two writers standing for two message services."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mpim.proto import common_pb2
+from mpim.store.database import Database
+from mpim.store.messages import DIRECT, MessageStore, NewMessage
+from mpim.store.users import UserStore
+from tests.support.databases import mysql_url, postgres_url  # noqa: F401 (fixtures)
+
+
+@pytest.fixture(params=["sqlite", "mysql", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+async def two_databases(store_url: str) -> AsyncIterator[tuple[Database, Database]]:
+    first = Database(store_url, max_batch=200)
+    second = Database(store_url, max_batch=200)
+    await first.start()
+    await second.start()  # migrating an up-to-date schema is a no-op
+    yield first, second
+    await first.stop()
+    await second.stop()
+
+
+_next_id = iter(range(1, 10**9))
+
+
+def direct(sender: int, to: int, text: str, cid: str | None = None) -> NewMessage:
+    return NewMessage(next(_next_id), DIRECT, sender, to, 0, text, cid, [to])
+
+
+async def test_two_writers_keep_each_recipients_seq_gap_free_and_unique(
+    two_databases: tuple[Database, Database],
+) -> None:
+    first, second = two_databases
+    users = UserStore(first)
+    uids = [await users.create_user(f"user{i}", "x", 0) for i in range(6)]
+    assert None not in uids
+    stores = [MessageStore(first), MessageStore(second)]
+    rng = random.Random(7)
+    recipients = [u for u in uids if u is not None]
+
+    async def writer(store: MessageStore, sender: int, n: int) -> None:
+        for i in range(0, n, 10):
+            batch = [direct(sender, rng.choice(recipients), f"m{i + k}") for k in range(10)]
+            await store.append(batch)
+
+    await asyncio.gather(*(writer(stores[k % 2], 10_000 + k, 200) for k in range(8)))
+    for uid in recipients:
+        messages, last, more = await stores[0].sync(uid, 0, 10_000)
+        seqs = [m.seq for m in messages]
+        assert seqs == list(range(1, len(seqs) + 1)), f"uid {uid}: gaps or reuse"
+        assert last == len(seqs) and not more
+    total = 0
+    for uid in recipients:
+        total += len((await stores[0].sync(uid, 0, 10_000))[0])
+    assert total == 8 * 200
+
+
+async def test_client_message_id_is_unique_per_sender_across_writers(
+    two_databases: tuple[Database, Database],
+) -> None:
+    first, second = two_databases
+    uid = await UserStore(first).create_user("bob", "x", 0)
+    assert uid is not None
+    a, b = MessageStore(first), MessageStore(second)
+    results = await asyncio.gather(
+        a.append([direct(1, uid, "hello", cid="c1")]),
+        b.append([direct(1, uid, "hello", cid="c1")]),
+        a.append([direct(2, uid, "other sender", cid="c1")]),
+    )
+    first_id, second_id = results[0][0].msg_id, results[1][0].msg_id
+    assert first_id == second_id
+    assert sorted([results[0][0].duplicate, results[1][0].duplicate]) == [False, True]
+    messages, last, _ = await a.sync(uid, 0, 100)
+    assert [m.text for m in messages] == sorted(
+        ["hello", "other sender"], key=lambda t: [m.text for m in messages].index(t)
+    )
+    assert len(messages) == 2 and last == 2
+
+
+async def test_pull_returns_each_message_at_most_once(
+    two_databases: tuple[Database, Database],
+) -> None:
+    first, second = two_databases
+    uid = await UserStore(first).create_user("carol", "x", 0)
+    assert uid is not None
+    store_a, store_b = MessageStore(first), MessageStore(second)
+    await store_a.append([direct(9, uid, f"t{i}") for i in range(50)])
+    await store_a.mark_delivered([(uid, 3)])  # pushed live: PULL skips it
+    pulls = await asyncio.gather(
+        *(store.pull(uid, 7) for store in (store_a, store_b) for _ in range(6))
+    )
+    pulled = [m.seq for messages, _ in pulls for m in messages]
+    assert sorted(pulled) == [s for s in range(1, 51) if s != 3]
+    again, more = await store_b.pull(uid, 100)
+    assert again == [] and not more
+
+
+async def test_history_orders_newest_first_with_the_readers_seq(
+    two_databases: tuple[Database, Database],
+) -> None:
+    first, _ = two_databases
+    users = UserStore(first)
+    alice = await users.create_user("alice", "x", 0)
+    bob = await users.create_user("bob", "x", 0)
+    assert alice is not None and bob is not None
+    store = MessageStore(first)
+    sent = await store.append(
+        [direct(alice, bob, "a1"), direct(bob, alice, "b1"), direct(alice, bob, "a2")]
+    )
+    history = await store.history(alice, f"d:{min(alice, bob)}:{max(alice, bob)}", 10, None)
+    assert [m.text for m in history] == ["a2", "b1", "a1"]
+    assert [m.seq for m in history] == [0, 1, 0]
+    assert history[1].kind == common_pb2.MESSAGE_KIND_DIRECT
+    older = await store.history(alice, f"d:{min(alice, bob)}:{max(alice, bob)}", 10, sent[2].msg_id)
+    assert [m.text for m in older] == ["b1", "a1"]

@@ -1,0 +1,60 @@
+"""Real database servers for tests: a fresh database per test, dropped after.
+
+In CI (CI=true) an unreachable server fails the test; elsewhere it skips.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+MYSQL_SERVER = os.environ.get("MPIM_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
+POSTGRES_SERVER = os.environ.get(
+    "MPIM_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432"
+)
+
+
+def unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} unreachable: {exc}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _server_admin_url(server: str) -> str:
+    return server + ("/postgres" if server.startswith("postgresql") else "/")
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    yield from _fresh_database(MYSQL_SERVER, "?charset=utf8mb4")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    yield from _fresh_database(POSTGRES_SERVER, "")
+
+
+def _fresh_database(server: str, query: str) -> Iterator[str]:
+    name = f"mpimtest_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(_server_admin_url(server), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        admin.dispose()
+        unavailable(make_url(server).get_backend_name(), exc)
+    try:
+        yield f"{server}/{name}{query}"
+    finally:
+        quoted = f"`{name}`" if server.startswith("mysql") else f'"{name}"'
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted}"))
+        admin.dispose()
