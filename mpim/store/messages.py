@@ -17,7 +17,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from mpim.proto import common_pb2
 from mpim.store.database import Database
-from mpim.store.schema import inbox, inbox_state, messages
+from mpim.store.schema import inbox, inbox_state, message_workers, messages
 
 DIRECT = common_pb2.MESSAGE_KIND_DIRECT
 GROUP = common_pb2.MESSAGE_KIND_GROUP
@@ -101,6 +101,17 @@ def _to_pb(row: Any, seq: int) -> common_pb2.Message:
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    async def claim_worker_id(self, instance_id: str, now_ms: int) -> int:
+        """A snowflake worker id no other live message service holds."""
+
+        def job(conn: Connection) -> int:
+            result = conn.execute(
+                insert(message_workers).values(instance_id=instance_id, started_at_ms=now_ms)
+            )
+            return int(result.inserted_primary_key[0]) % 1024  # type: ignore[index]
+
+        return await self._db.write(job)
 
     async def append(self, batch: list[NewMessage]) -> list[StoredMessage]:
         """Store a batch in one transaction; results in batch order."""

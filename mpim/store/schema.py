@@ -26,7 +26,7 @@ from sqlalchemy import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere ids are BIGINT.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
@@ -129,8 +129,23 @@ inbox_state = Table(
     Column("pull_floor", BigInteger, nullable=False, default=0),
 )
 
+# Each message-service process takes a row: its snowflake worker id is the
+# row id modulo 1024, so concurrent writers never mint the same message id.
+message_workers = Table(
+    "message_workers",
+    metadata,
+    Column("worker_seq", AutoId, primary_key=True, autoincrement=True),
+    Column("instance_id", String(64), nullable=False),
+    Column("started_at_ms", BigInteger, nullable=False),
+)
+
+
+def _upgrade_1_to_2(conn: Connection) -> None:
+    message_workers.create(conn)
+
+
 # version -> step that upgrades a database at that version to version + 1
-UPGRADES: dict[int, Callable[[Connection], None]] = {}
+UPGRADES: dict[int, Callable[[Connection], None]] = {1: _upgrade_1_to_2}
 
 
 class SchemaTooNew(Exception):

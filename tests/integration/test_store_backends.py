@@ -127,3 +127,15 @@ async def test_history_orders_newest_first_with_the_readers_seq(
     assert history[1].kind == common_pb2.MESSAGE_KIND_DIRECT
     older = await store.history(alice, f"d:{min(alice, bob)}:{max(alice, bob)}", 10, sent[2].msg_id)
     assert [m.text for m in older] == ["b1", "a1"]
+
+
+async def test_message_workers_get_distinct_ids(store_url: str) -> None:
+    db = Database(store_url)
+    await db.start()
+    try:
+        store = MessageStore(db)
+        ids = [await store.claim_worker_id(f"message-{i}", 0) for i in range(5)]
+        assert len(set(ids)) == 5
+        assert all(0 <= i < 1024 for i in ids)
+    finally:
+        await db.stop()
