@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import logging
 
+from mpim import assembly
 from mpim.bus.local import LocalBus
 from mpim.cache.memory import MemoryCache
 from mpim.config import Settings
 from mpim.gateway.server import Gateway
 from mpim.services.bundle import Services
-from mpim.services.group import GroupServiceImpl
-from mpim.services.message import MessageServiceImpl
-from mpim.services.passwords import PasswordHasher
 from mpim.services.presence import MemoryPresenceService
-from mpim.services.throttle import LoginThrottle
-from mpim.services.user import UserServiceImpl
-from mpim.store.database import Database
-from mpim.store.groups import GroupStore
-from mpim.store.messages import MessageStore
-from mpim.store.users import UserStore
 
 logger = logging.getLogger(__name__)
 
@@ -33,45 +25,15 @@ class EmbeddedRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.database = Database(
-            settings.store_url(),
-            sqlite_synchronous=settings.store.sqlite_synchronous,
-            max_batch=settings.store.max_batch,
-        )
+        self.database = assembly.database(settings)
         self.cache = MemoryCache(settings.cache.max_entries)
         self.bus = LocalBus()
-        sec = settings.security
-        self.hasher = PasswordHasher(
-            memory_kib=sec.argon2_memory_kib,
-            time_cost=sec.argon2_time_cost,
-            parallelism=sec.argon2_parallelism,
-            threads=sec.hash_threads,
-        )
-        self.user = UserServiceImpl(
-            UserStore(self.database),
-            self.cache,
-            self.hasher,
-            LoginThrottle(
-                allowed=sec.login_failures_allowed,
-                lockout=sec.login_lockout_seconds,
-                max_lockout=sec.login_lockout_max_seconds,
-                max_entries=sec.login_throttle_entries,
-            ),
-            token_ttl_seconds=sec.token_ttl_seconds,
-            cache_ttl_seconds=settings.cache.ttl_seconds,
-        )
+        self.hasher = assembly.password_hasher(settings)
+        self.user = assembly.user_service(settings, self.database, self.cache, self.hasher)
         self.presence = MemoryPresenceService()
-        self.group = GroupServiceImpl(
-            GroupStore(self.database), self.cache, cache_ttl_seconds=settings.cache.ttl_seconds
-        )
-        self.message = MessageServiceImpl(
-            MessageStore(self.database),
-            self.user,
-            self.group,
-            self.presence,
-            self.bus,
-            max_batch=settings.store.max_batch,
-            max_text_bytes=settings.gateway.max_text_bytes,
+        self.group = assembly.group_service(settings, self.database, self.cache)
+        self.message = assembly.message_service(
+            settings, self.database, self.user, self.group, self.presence, self.bus
         )
         self.services = Services(self.user, self.presence, self.message, self.group)
         self.gateway = Gateway(settings.gateway, self.services, self.bus)

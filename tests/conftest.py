@@ -22,7 +22,13 @@ FAST_HASH: dict[str, Any] = {"argon2_memory_kib": 256, "argon2_time_cost": 1}
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    gateway = {"host": "127.0.0.1", "port": 0, **overrides.pop("gateway", {})}
+    gateway = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        **overrides.pop("gateway", {}),
+    }
     security = {**FAST_HASH, **overrides.pop("security", {})}
     return load_settings(
         data_dir=data_dir, gateway=gateway, security=security, use_uvloop=False, **overrides

@@ -9,34 +9,51 @@ generic error, and the connection lives on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
 
 from mpim.errors import ErrorCode, MpimError
 from mpim.gateway.handlers import HANDLERS, GatewayContext
 from mpim.gateway.session import Session
+from mpim.protocol import commands as c
 from mpim.protocol.commands import ParseLimits, split_command
 
 logger = logging.getLogger(__name__)
 
+# Commands whose replies may be awaited out of line while later commands on
+# the same connection start: sends, whose order the message service keeps.
+_PIPELINABLE = frozenset({c.Send, c.SendGroup})
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What a line turned into: an immediate reply, or a call to run."""
+
+    reply: str | None = None
+    call: Callable[[], Coroutine[Any, Any, str | None]] | None = None
+    pipelinable: bool = False
+
+
+_IGNORED = Step()
+
 
 class Dispatcher:
-    def __init__(self, ctx: GatewayContext) -> None:
+    def __init__(self, ctx: GatewayContext, *, pipeline_sends: bool) -> None:
         self._ctx = ctx
         self._limits = ParseLimits(max_text_bytes=ctx.settings.max_text_bytes)
+        self._pipeline_sends = pipeline_sends
         self.commands = 0
         self.errors = 0
 
-    async def handle_line(self, session: Session, raw: bytes) -> None:
-        reply = await self._reply_to(session, raw)
-        if reply is not None:
-            session.write_line(reply)
-
-    async def _reply_to(self, session: Session, raw: bytes) -> str | None:
+    def begin(self, session: Session, raw: bytes) -> Step:
+        """Everything about a line that needs no await, in arrival order."""
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             return self._error(ErrorCode.INVALID_UTF8)
         if not text.strip(" "):
-            return None  # empty and blank lines are ignored
+            return _IGNORED  # empty and blank lines are ignored
         if "\x00" in text:
             return self._error(ErrorCode.INVALID_CHARACTER)
         self.commands += 1
@@ -47,14 +64,23 @@ class Dispatcher:
             if not session.rate.take():
                 raise MpimError(ErrorCode.RATE_LIMITED)
             command = command_type.parse(rest, self._limits)
-            logger.debug("conn %s uid=%s %s", session.conn_id, session.uid, command_type.NAME)
-            return await HANDLERS[command_type](self._ctx, session, command, cid)
         except MpimError as exc:
             return self._error(exc.code)
-        except Exception:
-            logger.exception("conn %s: command failed", session.conn_id)
-            return self._error(ErrorCode.INTERNAL)
+        handler = HANDLERS[command_type]
+        logger.debug("conn %s uid=%s %s", session.conn_id, session.uid, command_type.NAME)
 
-    def _error(self, code: ErrorCode) -> str:
+        async def call() -> str | None:
+            try:
+                return await handler(self._ctx, session, command, cid)
+            except MpimError as exc:
+                return self._error(exc.code).reply
+            except Exception:
+                logger.exception("conn %s: %s failed", session.conn_id, command_type.NAME)
+                return self._error(ErrorCode.INTERNAL).reply
+
+        pipelinable = self._pipeline_sends and command_type in _PIPELINABLE
+        return Step(call=call, pipelinable=pipelinable)
+
+    def _error(self, code: ErrorCode) -> Step:
         self.errors += 1
-        return f"-ERR {code.value}"
+        return Step(reply=f"-ERR {code.value}")

@@ -8,7 +8,7 @@ write their message lines first, inside ``session.holding_pushes()``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -16,7 +16,7 @@ from mpim.config import GatewaySettings
 from mpim.errors import ErrorCode, MpimError
 from mpim.gateway.hub import SessionHub
 from mpim.gateway.session import Session
-from mpim.proto import group_pb2, message_pb2, presence_pb2, user_pb2
+from mpim.proto import common_pb2, group_pb2, message_pb2, presence_pb2, user_pb2
 from mpim.protocol import commands as c
 from mpim.protocol.messages import format_message
 from mpim.services.bundle import Services
@@ -35,19 +35,18 @@ class GatewayContext:
 
 
 C = TypeVar("C", bound=c.Command)
-Handler = Callable[[GatewayContext, Session, Any, str | None], Awaitable[str]]
+Handler = Callable[[GatewayContext, Session, Any, str | None], Awaitable[str | None]]
 HANDLERS: dict[type[c.Command], Handler] = {}
 
 
-def handles(
-    command: type[C],
-) -> Callable[
-    [Callable[[GatewayContext, Session, C, str | None], Awaitable[str]]],
-    Callable[[GatewayContext, Session, C, str | None], Awaitable[str]],
-]:
-    def register(
-        fn: Callable[[GatewayContext, Session, C, str | None], Awaitable[str]],
-    ) -> Callable[[GatewayContext, Session, C, str | None], Awaitable[str]]:
+TypedHandler = Callable[[GatewayContext, Session, C, str | None], Awaitable[str | None]]
+
+
+def handles(command: type[C]) -> Callable[[TypedHandler[C]], TypedHandler[C]]:
+    """Register the handler of ``command``; it returns its reply line, or None
+    when it wrote a multi-line reply itself."""
+
+    def register(fn: TypedHandler[C]) -> TypedHandler[C]:
         HANDLERS[command] = fn
         return fn
 
@@ -141,35 +140,42 @@ async def send_group(ctx: GatewayContext, s: Session, cmd: c.SendGroup, cid: str
     return f"+OK group_msg_id={reply.msg_id}"
 
 
+def _lines(messages: Iterable[common_pb2.Message]) -> list[tuple[int, str]]:
+    return [(m.seq, format_message(m, m.seq)) for m in messages]
+
+
 @handles(c.Pull)
-async def pull(ctx: GatewayContext, s: Session, cmd: c.Pull, cid: str | None) -> str:
-    await ctx.hub.flush_marks()
+async def pull(ctx: GatewayContext, s: Session, cmd: c.Pull, cid: str | None) -> str | None:
     with s.holding_pushes():
         while True:
+            # Record this gateway's pushes first, so PULL never repeats them.
+            await ctx.hub.flush_marks()
             batch = await ctx.services.message.Pull(
                 message_pb2.PullRequest(uid=_uid(s), limit=ctx.settings.pull_page_size)
             )
-            s.write_lines([format_message(m, m.seq) for m in batch.messages])
+            s.write_message_lines(_lines(batch.messages))
             if not batch.more or s.closed:
                 break
-        return "+OK pull_done"
+        s.write_line("+OK pull_done")
+    return None
 
 
 @handles(c.Sync)
-async def sync(ctx: GatewayContext, s: Session, cmd: c.Sync, cid: str | None) -> str:
+async def sync(ctx: GatewayContext, s: Session, cmd: c.Sync, cid: str | None) -> str | None:
     reply = await ctx.services.message.Sync(
         message_pb2.SyncRequest(
             uid=_uid(s), after_seq=cmd.after_seq, limit=ctx.settings.sync_page_size
         )
     )
     with s.holding_pushes():
-        s.write_lines([format_message(m, m.seq) for m in reply.messages])
+        s.write_message_lines(_lines(reply.messages))
         more = " more=1" if reply.more else ""
-        return f"+OK sync_done seq={reply.last_seq}{more}"
+        s.write_line(f"+OK sync_done seq={reply.last_seq}{more}")
+    return None
 
 
 @handles(c.History)
-async def history(ctx: GatewayContext, s: Session, cmd: c.History, cid: str | None) -> str:
+async def history(ctx: GatewayContext, s: Session, cmd: c.History, cid: str | None) -> str | None:
     request = message_pb2.HistoryRequest(uid=_uid(s), limit=cmd.limit, before_id=cmd.before_id or 0)
     if cmd.group_id is not None:
         request.group_id = cmd.group_id
@@ -179,7 +185,8 @@ async def history(ctx: GatewayContext, s: Session, cmd: c.History, cid: str | No
     reply = await ctx.services.message.History(request)
     with s.holding_pushes():
         s.write_lines([format_message(m, m.seq) for m in reply.messages])
-        return "+OK history_done"
+        s.write_line("+OK history_done")
+    return None
 
 
 # -- friends ------------------------------------------------------------------

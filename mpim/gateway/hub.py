@@ -58,10 +58,10 @@ class SessionHub:
                 sessions = self._by_uid.get(recipient.uid)
                 if not sessions:
                     continue
-                line = [format_message(message, recipient.seq)]
+                line = format_message(message, recipient.seq)
                 delivered = False
                 for session in list(sessions):
-                    delivered = session.push(line) or delivered
+                    delivered = session.push(recipient.seq, line) or delivered
                 if delivered:
                     self.pushed += 1
                     self._marks.append((recipient.uid, recipient.seq))

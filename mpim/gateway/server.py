@@ -12,9 +12,11 @@ from mpim.config import GatewaySettings
 from mpim.errors import ErrorCode
 from mpim.gateway.dispatcher import Dispatcher
 from mpim.gateway.handlers import GatewayContext, detach
+from mpim.gateway.http import HttpServer
 from mpim.gateway.hub import SessionHub
 from mpim.gateway.session import Session
 from mpim.gateway.tcp import TcpConnection
+from mpim.gateway.transport import Transport
 from mpim.services.bundle import Services
 
 logger = logging.getLogger(__name__)
@@ -23,21 +25,38 @@ logger = logging.getLogger(__name__)
 class Gateway:
     """Lifecycle: ``start()`` binds and serves, ``stop()`` drains and closes."""
 
-    def __init__(self, settings: GatewaySettings, services: Services, bus: Bus) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        services: Services,
+        bus: Bus,
+        *,
+        pipeline_sends: bool = True,
+    ) -> None:
+        """``pipeline_sends``: the message service commits sends in submission
+        order, so one connection's sends may overlap (embedded mode)."""
         self.settings = settings
         self._bus = bus
         self.hub = SessionHub(services.message)
         self.ctx = GatewayContext(services, self.hub, settings, settings.gateway_id)
-        self.dispatcher = Dispatcher(self.ctx)
+        self.dispatcher = Dispatcher(self.ctx, pipeline_sends=pipeline_sends)
         self.sessions: set[Session] = set()
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._greeting = f"+OK welcome mpim {__version__}"
+        # WebSocket at /ws and the web client (settings.http_enabled).
+        self.http: HttpServer | None = None
 
     @property
     def port(self) -> int:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def http_port(self) -> int:
+        """The bound HTTP/WebSocket port (useful when settings ask for port 0)."""
+        assert self.http is not None, "HTTP endpoint not enabled or not started"
+        return self.http.port
 
     async def start(self) -> None:
         await self._bus.subscribe(self.settings.gateway_id, self.hub.on_push)
@@ -49,16 +68,19 @@ class Gateway:
             reuse_address=True,
             backlog=4096,
         )
+        if self.settings.http_enabled:
+            self.http = HttpServer(self.settings, self._new_session, self._greeting)
+            await self.http.start()
 
     def _make_protocol(self) -> TcpConnection:
         return TcpConnection(self._new_session, self.settings.max_line_bytes, self._greeting)
 
-    def _new_session(self, conn: TcpConnection) -> Session:
+    def _new_session(self, conn: Transport) -> Session:
         session = Session(
             f"{self.settings.gateway_id}-{next(self._ids)}",
             conn,
             self.settings,
-            self.dispatcher.handle_line,
+            self.dispatcher.begin,
             self._session_closed,
         )
         self.sessions.add(session)
@@ -75,6 +97,8 @@ class Gateway:
         """Stop accepting, let in-flight commands finish, tell clients, close."""
         if self._server is not None:
             self._server.close()
+        if self.http is not None:
+            self.http.close()
         notice = f"-ERR {ErrorCode.SERVER_SHUTTING_DOWN.value}"
         grace = self.settings.shutdown_grace_seconds
         await asyncio.gather(*(s.shutdown(grace, notice) for s in list(self.sessions)))
@@ -83,3 +107,6 @@ class Gateway:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        if self.http is not None:
+            await self.http.wait_closed()
+            self.http = None

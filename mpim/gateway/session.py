@@ -25,7 +25,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LineHandler = Callable[["Session", bytes], Awaitable[None]]
+if TYPE_CHECKING:
+    from mpim.gateway.dispatcher import Step
+
+LineDispatch = Callable[["Session", bytes], "Step"]
+
+# Pipelined commands awaiting their reply on one connection, at most.
+MAX_INFLIGHT = 256
 
 
 class _CloseWith:
@@ -45,7 +51,7 @@ class Session:
         conn_id: str,
         transport: Transport,
         settings: GatewaySettings,
-        handle_line: LineHandler,
+        dispatch: LineDispatch,
         on_closed: Callable[[Session], Awaitable[None]],
     ) -> None:
         self.conn_id = conn_id
@@ -54,7 +60,9 @@ class Session:
         self.token: str | None = None
         self.rate = TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
         self._settings = settings
-        self._handle_line = handle_line
+        self._dispatch = dispatch
+        # Replies of started commands, oldest first; written strictly in order.
+        self._inflight: deque[asyncio.Future[str | None]] = deque()
         self._on_closed = on_closed
         self._lines: deque[bytes | _CloseWith] = deque()
         self._wakeup = asyncio.Event()
@@ -62,7 +70,10 @@ class Session:
         self._writable.set()
         self._reading_paused = False
         self._hold_depth = 0
-        self._held: list[str] = []
+        self._held: list[tuple[int, str]] = []
+        self._held_bytes = 0
+        # seqs the current multi-line reply wrote: held pushes of them are dropped
+        self._reply_seqs: set[int] = set()
         self._closing = False
         self._shutdown_notice: str | None = None
         self._input_done = False
@@ -122,6 +133,7 @@ class Session:
                     continue
                 line = self._lines.popleft()
                 if isinstance(line, _CloseWith):
+                    await self._drain()
                     self.write_line(line.reply)
                     break
                 if (
@@ -130,7 +142,7 @@ class Session:
                 ):
                     self._reading_paused = False
                     self.transport.resume_reading()
-                await self._handle_line(self, line)
+                await self._execute(line)
                 if not self._writable.is_set():
                     await self._writable.wait()
         except asyncio.CancelledError:
@@ -138,7 +150,54 @@ class Session:
         except Exception:
             logger.exception("session %s failed", self.conn_id)
         finally:
+            with contextlib.suppress(Exception):
+                await self._drain()
             await self._finish()
+
+    async def _execute(self, line: bytes) -> None:
+        """Run one command. Sends may overlap later commands; replies stay in order."""
+        step = self._dispatch(self, line)
+        if step.call is None:
+            if step.reply is not None:
+                if self._inflight:
+                    done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+                    done.set_result(step.reply)
+                    self._inflight.append(done)
+                else:
+                    self.write_line(step.reply)
+            return
+        if step.pipelinable:
+            task = asyncio.get_running_loop().create_task(step.call())
+            self._inflight.append(task)
+            task.add_done_callback(self._write_ready_replies)
+            if len(self._inflight) >= MAX_INFLIGHT:
+                await asyncio.wait({self._inflight[0]})
+                self._write_ready_replies()
+            return
+        await self._drain()
+        reply = await step.call()
+        if reply is not None:
+            self.write_line(reply)
+
+    def _write_ready_replies(self, _: object = None) -> None:
+        inflight = self._inflight
+        while inflight and inflight[0].done():
+            future = inflight.popleft()
+            if future.cancelled():
+                continue
+            reply = future.result()
+            if reply is not None:
+                self.write_line(reply)
+
+    async def _drain(self) -> None:
+        """Wait until every started command has replied."""
+        while self._inflight:
+            await asyncio.wait({self._inflight[-1]})
+            while self._inflight and self._inflight[0].done():
+                self._write_ready_replies()
+            if self._inflight:
+                await asyncio.wait({self._inflight[0]})
+                self._write_ready_replies()
 
     async def _finish(self) -> None:
         try:
@@ -184,41 +243,60 @@ class Session:
 
     @contextlib.contextmanager
     def holding_pushes(self) -> Iterator[None]:
-        """Within a multi-line reply no push may interleave: buffer them."""
+        """A multi-line reply: pushes wait until it ends (write its done line inside).
+
+        A held push of a message the reply itself carried is dropped, so a
+        PULL racing a push never shows a message twice.
+        """
         self._hold_depth += 1
         try:
             yield
         finally:
             self._hold_depth -= 1
-            if self._hold_depth == 0 and self._held:
-                held, self._held = self._held, []
-                self._write_push(held)
+            if self._hold_depth == 0:
+                held, self._held, self._held_bytes = self._held, [], 0
+                skip, self._reply_seqs = self._reply_seqs, set()
+                lines = [line for seq, line in held if seq not in skip]
+                if lines:
+                    self._write_push(lines)
 
-    def push(self, lines: list[str]) -> bool:
-        """Queue pushed message lines; False if the session cannot take them."""
+    def write_message_lines(self, messages: list[tuple[int, str]]) -> None:
+        """(seq, line) pairs of a multi-line reply."""
+        if self._hold_depth:
+            self._reply_seqs.update(seq for seq, _ in messages)
+        self.write_lines([line for _, line in messages])
+
+    def push(self, seq: int, line: str) -> bool:
+        """Queue a pushed message line; False if this session did not take it."""
         if self.closed or self._closing or self.uid is None:
             return False
         if self._hold_depth:
-            if len(self._held) + len(lines) > self._settings.pull_page_size * 4:
+            self._held.append((seq, line))
+            self._held_bytes += len(line) + 1
+            if self._held_bytes > self._settings.max_output_bytes:
+                self._drop_slow_consumer(self._held_bytes)
                 return False
-            self._held.extend(lines)
             return True
-        return self._write_push(lines)
+        return self._write_push([line])
 
     def _write_push(self, lines: list[str]) -> bool:
         if self.closed:
             return False
         self.write_lines(lines)
         if self.transport.output_buffer_size() > self._settings.max_output_bytes:
-            logger.warning(
-                "conn %s uid=%s: slow consumer, %d bytes unsent; disconnecting",
-                self.conn_id,
-                self.uid,
-                self.transport.output_buffer_size(),
-            )
-            self.closed = True
-            self._closing = True
-            self.transport.abort()
-            self.input_ended()
+            self._drop_slow_consumer(self.transport.output_buffer_size())
             return False
         return True
+
+    def _drop_slow_consumer(self, unsent: int) -> None:
+        """Its messages stay in its inbox; the client reconnects and SYNCs."""
+        logger.warning(
+            "conn %s uid=%s: slow consumer, %d bytes unsent; disconnecting",
+            self.conn_id,
+            self.uid,
+            unsent,
+        )
+        self.closed = True
+        self._closing = True
+        self.transport.abort()
+        self.input_ended()

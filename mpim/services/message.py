@@ -87,28 +87,24 @@ class MessageServiceImpl:
 
     # -- sending -------------------------------------------------------------
 
+    # Sends queue their message before their first await, so the order in
+    # which a connection submits them is the order they commit in: pipelined
+    # sends keep their order. The recipient and membership checks run in the
+    # storing transaction.
+
     async def Send(self, request: message_pb2.SendRequest) -> message_pb2.SendReply:
         text = parse_text(request.text, self._limits)
         if request.to_uid == request.from_uid:
             raise MpimError(ErrorCode.CANNOT_SEND_TO_SELF)
-        found = await self._users.GetUsers(user_pb2.GetUsersRequest(uids=[request.to_uid]))
-        if not found.users:
-            raise MpimError(ErrorCode.NO_SUCH_USER)
-        stored = await self._submit(
-            DIRECT, request.from_uid, request.to_uid, text, request.client_msg_id, [request.to_uid]
+        return await self._submit(
+            DIRECT, request.from_uid, request.to_uid, text, request.client_msg_id
         )
-        return message_pb2.SendReply(msg_id=stored.msg_id, duplicate=stored.duplicate)
 
     async def SendGroup(self, request: message_pb2.SendGroupRequest) -> message_pb2.SendReply:
         text = parse_text(request.text, self._limits)
-        members = await self._groups.GetMembers(group_pb2.GroupRef(group_id=request.group_id))
-        if request.from_uid not in members.member_uids:
-            raise MpimError(ErrorCode.NOT_MEMBER)
-        recipients = [uid for uid in members.member_uids if uid != request.from_uid]
-        stored = await self._submit(
-            GROUP, request.from_uid, request.group_id, text, request.client_msg_id, recipients
+        return await self._submit(
+            GROUP, request.from_uid, request.group_id, text, request.client_msg_id
         )
-        return message_pb2.SendReply(msg_id=stored.msg_id, duplicate=stored.duplicate)
 
     async def _submit(
         self,
@@ -117,8 +113,7 @@ class MessageServiceImpl:
         target: int,
         text: str,
         cid: str,
-        recipients: list[int],
-    ) -> StoredMessage:
+    ) -> message_pb2.SendReply:
         msg_id = self._ids.next_id()
         message = NewMessage(
             msg_id=msg_id,
@@ -128,7 +123,6 @@ class MessageServiceImpl:
             ts_ms=now_ms(),
             text=text,
             cid=cid or None,
-            recipients=recipients,
         )
         future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         self._pending.append((message, future))
@@ -136,7 +130,10 @@ class MessageServiceImpl:
             self._flusher = asyncio.create_task(self._flush_loop(), name="mpim-group-commit")
         # Shielded: a client that disconnects mid-send must not cancel the
         # commit other senders in the same batch are waiting on.
-        return await asyncio.shield(future)
+        stored = await asyncio.shield(future)
+        if stored.error is not None:
+            raise MpimError(stored.error)
+        return message_pb2.SendReply(msg_id=stored.msg_id, duplicate=stored.duplicate)
 
     async def _flush_loop(self) -> None:
         """One batch in flight at a time: whatever queued meanwhile is the next."""

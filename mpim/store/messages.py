@@ -15,9 +15,17 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
+from mpim.errors import ErrorCode
 from mpim.proto import common_pb2
 from mpim.store.database import Database
-from mpim.store.schema import inbox, inbox_state, message_workers, messages
+from mpim.store.schema import (
+    chat_groups,
+    group_members,
+    inbox,
+    inbox_state,
+    message_workers,
+    messages,
+)
 
 DIRECT = common_pb2.MESSAGE_KIND_DIRECT
 GROUP = common_pb2.MESSAGE_KIND_GROUP
@@ -26,7 +34,13 @@ _IN_CHUNK = 500
 
 @dataclass(slots=True)
 class NewMessage:
-    """A message to store; ``recipients`` get inbox rows (never the sender)."""
+    """A message to store.
+
+    Recipients are decided inside the storing transaction (the target user,
+    or the group's members at commit time, never the sender), so the checks
+    and the write see the same state and a send needs no round trip before
+    it is queued: sends are committed in the order they were submitted.
+    """
 
     msg_id: int
     kind: common_pb2.MessageKind
@@ -35,21 +49,23 @@ class NewMessage:
     ts_ms: int
     text: str
     cid: str | None
-    recipients: list[int]
 
 
 @dataclass(slots=True)
 class StoredMessage:
     """The outcome of one NewMessage: its id and each recipient's seq.
 
-    ``duplicate`` marks a retry of an earlier (sender, cid): ``msg_id`` is the
-    original's and ``deliveries`` is empty (it was delivered the first time).
+    ``error`` is set when it was refused (no such user or group, not a
+    member); nothing was stored for it. ``duplicate`` marks a retry of an
+    earlier (sender, cid): ``msg_id`` is the original's and ``deliveries`` is
+    empty (it was delivered the first time).
     """
 
     msg_id: int
     duplicate: bool
     message: NewMessage
     deliveries: list[tuple[int, int]] = field(default_factory=list)
+    error: ErrorCode | None = None
 
 
 def conversation_key(kind: common_pb2.MessageKind, sender: int, target: int) -> str:
@@ -80,6 +96,22 @@ _MESSAGE_COLUMNS = (
     messages.c.ts_ms,
     messages.c.text,
 )
+
+
+def _group_members(conn: Connection, group_id: int) -> list[int] | None:
+    """Members at this moment, or None when the group does not exist."""
+    members = [
+        int(uid)
+        for uid in conn.execute(
+            select(group_members.c.uid).where(group_members.c.group_id == group_id)
+        ).scalars()
+    ]
+    if members:
+        return members
+    found = conn.execute(
+        select(chat_groups.c.group_id).where(chat_groups.c.group_id == group_id)
+    ).first()
+    return [] if found is not None else None
 
 
 def _to_pb(row: Any, seq: int) -> common_pb2.Message:
@@ -135,15 +167,34 @@ class MessageStore:
             fresh.append(stored)
         if not fresh:
             return results
-        uids = sorted({uid for s in fresh for uid in s.message.recipients})
+        recipients = self._recipients(conn, fresh)
+        uids = sorted({uid for targets in recipients.values() for uid in targets})
         last_seq = self._lock_seqs(conn, uids)
+        accepted: list[StoredMessage] = []
         inbox_rows: list[dict[str, int]] = []
         for stored in fresh:
-            for uid in stored.message.recipients:
+            targets = recipients[stored.msg_id]
+            if (
+                stored.error is None
+                and stored.message.kind == DIRECT
+                and targets[0] not in last_seq
+            ):
+                stored.error = ErrorCode.NO_SUCH_USER
+            if stored.error is not None:
+                continue
+            accepted.append(stored)
+            for uid in targets:
                 seq = last_seq[uid] + 1
                 last_seq[uid] = seq
                 stored.deliveries.append((uid, seq))
                 inbox_rows.append({"uid": uid, "seq": seq, "msg_id": stored.msg_id})
+        failed = {s.msg_id: s.error for s in fresh if s.error is not None}
+        for result in results:
+            if result.duplicate and result.msg_id in failed:
+                result.error = failed[result.msg_id]  # a retry of a refused send
+        fresh = accepted
+        if not fresh:
+            return results
         conn.execute(
             insert(messages),
             [
@@ -162,13 +213,33 @@ class MessageStore:
         )
         if inbox_rows:
             conn.execute(insert(inbox).values(delivered=False), inbox_rows)
+            touched = sorted({row["uid"] for row in inbox_rows})
             conn.execute(
                 update(inbox_state)
                 .where(inbox_state.c.uid == bindparam("b_uid"))
                 .values(last_seq=bindparam("b_seq")),
-                [{"b_uid": uid, "b_seq": last_seq[uid]} for uid in uids],
+                [{"b_uid": uid, "b_seq": last_seq[uid]} for uid in touched],
             )
         return results
+
+    def _recipients(self, conn: Connection, fresh: list[StoredMessage]) -> dict[int, list[int]]:
+        """msg_id -> who gets an inbox row; sets ``error`` on refused group sends."""
+        out: dict[int, list[int]] = {}
+        members_of: dict[int, list[int] | None] = {}
+        for stored in fresh:
+            msg = stored.message
+            if msg.kind == DIRECT:
+                out[msg.msg_id] = [msg.target]
+                continue
+            if msg.target not in members_of:
+                members_of[msg.target] = _group_members(conn, msg.target)
+            members = members_of[msg.target]
+            if members is None:
+                stored.error = ErrorCode.NO_SUCH_GROUP
+            elif msg.sender not in members:
+                stored.error = ErrorCode.NOT_MEMBER
+            out[msg.msg_id] = [] if members is None else [u for u in members if u != msg.sender]
+        return out
 
     def _existing_cids(
         self, conn: Connection, batch: list[NewMessage]
@@ -201,13 +272,7 @@ class MessageStore:
                 .with_for_update()
             ).all()
             last.update((int(uid), int(seq)) for uid, seq in rows)
-        missing = [uid for uid in uids if uid not in last]
-        if missing:
-            conn.execute(
-                insert(inbox_state),
-                [{"uid": uid, "last_seq": 0, "pull_floor": 0} for uid in missing],
-            )
-            last.update((uid, 0) for uid in missing)
+        # A uid without a row is not a user (every account gets one at birth).
         return last
 
     async def pull(self, uid: int, limit: int) -> tuple[list[common_pb2.Message], bool]:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from mpim.errors import ErrorCode
 from mpim.proto import common_pb2
 from mpim.store.database import Database
-from mpim.store.messages import DIRECT, MessageStore, NewMessage
+from mpim.store.messages import DIRECT, GROUP, MessageStore, NewMessage
 from mpim.store.users import UserStore
 from tests.support.databases import mysql_url, postgres_url  # noqa: F401 (fixtures)
 
@@ -38,7 +39,7 @@ _next_id = iter(range(1, 10**9))
 
 
 def direct(sender: int, to: int, text: str, cid: str | None = None) -> NewMessage:
-    return NewMessage(next(_next_id), DIRECT, sender, to, 0, text, cid, [to])
+    return NewMessage(next(_next_id), DIRECT, sender, to, 0, text, cid)
 
 
 async def test_two_writers_keep_each_recipients_seq_gap_free_and_unique(
@@ -139,3 +140,29 @@ async def test_message_workers_get_distinct_ids(store_url: str) -> None:
         assert all(0 <= i < 1024 for i in ids)
     finally:
         await db.stop()
+
+
+async def test_refused_sends_store_nothing_and_take_no_seq(
+    two_databases: tuple[Database, Database],
+) -> None:
+    first, _ = two_databases
+    uid = await UserStore(first).create_user("dave", "x", 0)
+    assert uid is not None
+    store = MessageStore(first)
+    results = await store.append(
+        [
+            direct(5, uid, "ok 1"),
+            direct(5, 999_999, "to nobody"),
+            NewMessage(next(_next_id), GROUP, 5, 424242, 0, "to no group", None),
+            direct(5, uid, "ok 2"),
+        ]
+    )
+    assert [r.error for r in results] == [
+        None,
+        ErrorCode.NO_SUCH_USER,
+        ErrorCode.NO_SUCH_GROUP,
+        None,
+    ]
+    messages, last, _ = await store.sync(uid, 0, 10)
+    assert [(m.seq, m.text) for m in messages] == [(1, "ok 1"), (2, "ok 2")]
+    assert last == 2
