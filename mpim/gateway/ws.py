@@ -91,6 +91,7 @@ class WebSocketTransport:
         self._reading.set()
         self._closing = False
         self._close_code = CloseCode.NORMAL_CLOSURE
+        self._close_reason = ""
         self._close_task: asyncio.Task[None] | None = None
         address = conn.remote_address
         self._peer = f"{address[0]}:{address[1]}" if address else "?"
@@ -140,6 +141,7 @@ class WebSocketTransport:
     def _framing_error(self, session: Session, reply: str, code: CloseCode) -> None:
         """Answer what came before, then ``reply``, then close with ``code``."""
         self._close_code = code
+        self._close_reason = reply.removeprefix("-ERR ")
         session.close_with(reply)
         self.pause_reading()
 
@@ -185,7 +187,7 @@ class WebSocketTransport:
         self._closing = True
         self._reading.set()
         self._close_task = asyncio.get_running_loop().create_task(
-            self._conn.close(self._close_code), name=f"ws-close-{self._peer}"
+            self._conn.close(self._close_code, self._close_reason), name=f"ws-close-{self._peer}"
         )
 
     def abort(self) -> None:

@@ -61,6 +61,9 @@ class MessageServiceClient(RpcCaller):
     async def SendGroup(self, request: message_pb2.SendGroupRequest) -> message_pb2.SendReply:
         return await self._invoke("SendGroup", "/mpim.v1.MessageService/SendGroup", request, message_pb2.SendReply)
 
+    async def SendBatch(self, request: message_pb2.SendBatchRequest) -> message_pb2.SendBatchReply:
+        return await self._invoke("SendBatch", "/mpim.v1.MessageService/SendBatch", request, message_pb2.SendBatchReply)
+
     async def Pull(self, request: message_pb2.PullRequest) -> message_pb2.MessageBatch:
         return await self._invoke("Pull", "/mpim.v1.MessageService/Pull", request, message_pb2.MessageBatch)
 

@@ -39,6 +39,34 @@ class SendReply(_message.Message):
     duplicate: bool
     def __init__(self, msg_id: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
+class SendItem(_message.Message):
+    __slots__ = ("direct", "group")
+    DIRECT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    direct: SendRequest
+    group: SendGroupRequest
+    def __init__(self, direct: _Optional[_Union[SendRequest, _Mapping]] = ..., group: _Optional[_Union[SendGroupRequest, _Mapping]] = ...) -> None: ...
+
+class SendBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[SendItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[SendItem, _Mapping]]] = ...) -> None: ...
+
+class SendOutcome(_message.Message):
+    __slots__ = ("reply", "error")
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    reply: SendReply
+    error: str
+    def __init__(self, reply: _Optional[_Union[SendReply, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class SendBatchReply(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[SendOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[SendOutcome, _Mapping]]] = ...) -> None: ...
+
 class PullRequest(_message.Message):
     __slots__ = ("uid", "limit")
     UID_FIELD_NUMBER: _ClassVar[int]

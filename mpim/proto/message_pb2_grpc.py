@@ -45,6 +45,11 @@ class MessageServiceStub:
                 request_serializer=mpim_dot_proto_dot_message__pb2.SendGroupRequest.SerializeToString,
                 response_deserializer=mpim_dot_proto_dot_message__pb2.SendReply.FromString,
                 _registered_method=True)
+        self.SendBatch = channel.unary_unary(
+                '/mpim.v1.MessageService/SendBatch',
+                request_serializer=mpim_dot_proto_dot_message__pb2.SendBatchRequest.SerializeToString,
+                response_deserializer=mpim_dot_proto_dot_message__pb2.SendBatchReply.FromString,
+                _registered_method=True)
         self.Pull = channel.unary_unary(
                 '/mpim.v1.MessageService/Pull',
                 request_serializer=mpim_dot_proto_dot_message__pb2.PullRequest.SerializeToString,
@@ -78,6 +83,14 @@ class MessageServiceServicer:
 
     def SendGroup(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendBatch(self, request, context):
+        """Many sends in one call, committed in the order given: how a gateway
+        carries its traffic without one RPC per message.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -118,6 +131,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.SendGroup,
                     request_deserializer=mpim_dot_proto_dot_message__pb2.SendGroupRequest.FromString,
                     response_serializer=mpim_dot_proto_dot_message__pb2.SendReply.SerializeToString,
+            ),
+            'SendBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendBatch,
+                    request_deserializer=mpim_dot_proto_dot_message__pb2.SendBatchRequest.FromString,
+                    response_serializer=mpim_dot_proto_dot_message__pb2.SendBatchReply.SerializeToString,
             ),
             'Pull': grpc.unary_unary_rpc_method_handler(
                     servicer.Pull,
@@ -194,6 +212,33 @@ class MessageService:
             '/mpim.v1.MessageService/SendGroup',
             mpim_dot_proto_dot_message__pb2.SendGroupRequest.SerializeToString,
             mpim_dot_proto_dot_message__pb2.SendReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpim.v1.MessageService/SendBatch',
+            mpim_dot_proto_dot_message__pb2.SendBatchRequest.SerializeToString,
+            mpim_dot_proto_dot_message__pb2.SendBatchReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,7 +57,12 @@ class RpcCaller:
                             "%s.%s on %s failed: %s", self._pool.service, method, tried, exc.code()
                         )
                     raise from_rpc_error(exc) from None
-                logger.info("%s.%s on %s: %s; retrying elsewhere",
-                            self._pool.service, method, tried, exc.code())
+                logger.info(
+                    "%s.%s on %s: %s; retrying elsewhere",
+                    self._pool.service,
+                    method,
+                    tried,
+                    exc.code(),
+                )
         self.failures += 1
         raise MpimError(ErrorCode.SERVICE_UNAVAILABLE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -29,7 +29,7 @@ class InstanceLike(Protocol):
 class InstanceSource(Protocol):
     """What the pool needs from a registry: the live instances of a service."""
 
-    def instances(self, service: str) -> list[InstanceLike]: ...
+    def instances(self, service: str) -> Sequence[InstanceLike]: ...
 
 
 _CHANNEL_OPTIONS = [

@@ -106,6 +106,25 @@ class MessageServiceImpl:
             GROUP, request.from_uid, request.group_id, text, request.client_msg_id
         )
 
+    async def SendBatch(self, request: message_pb2.SendBatchRequest) -> message_pb2.SendBatchReply:
+        # Tasks start in creation order and each queues its message before its
+        # first await, so the batch commits in the order given.
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self._send_item(item)) for item in request.items]
+        reply = message_pb2.SendBatchReply()
+        for task in tasks:
+            outcome = reply.outcomes.add()
+            try:
+                outcome.reply.CopyFrom(await task)
+            except MpimError as exc:
+                outcome.error = exc.code.value
+        return reply
+
+    async def _send_item(self, item: message_pb2.SendItem) -> message_pb2.SendReply:
+        if item.WhichOneof("item") == "group":
+            return await self.SendGroup(item.group)
+        return await self.Send(item.direct)
+
     async def _submit(
         self,
         kind: common_pb2.MessageKind,

@@ -341,6 +341,7 @@ class ServerProcess:
         """Start and return once the server prints that it is listening."""
         env = {**os.environ, **FAST_HASH_ENV}
         cmd = [MPIM, "up", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        cmd += ["--http-port", "0"]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
         assert self.proc.stdout is not None

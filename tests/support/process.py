@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -32,6 +33,8 @@ class MpimProcess:
             str(port),
             "--data-dir",
             str(data_dir),
+            "--http-port",
+            "0",
             *extra,
             stdout=asyncio.subprocess.PIPE,
             env=env,
@@ -52,5 +55,6 @@ class MpimProcess:
 
     async def kill(self) -> None:
         if self.proc.returncode is None:
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
         await self.proc.wait()

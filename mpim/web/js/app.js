@@ -265,8 +265,12 @@ async function resume() {
     const uid = parseFields(reply).uid;
     if (uid !== app.session.uid) throw new ReplyError("auth failed");
   } catch (err) {
-    if (err instanceof ReplyError) {
+    if (err instanceof ReplyError && (err.code === "auth failed" || err.code === "bad token")) {
       logout("Your session has expired. Please log in again.");
+    } else if (err instanceof ReplyError) {
+      // Busy or restarting (service unavailable, rate limited…): try again.
+      toast(err.message);
+      app.conn.reconnect();
     }
     return; // ConnectionLost: the next "open" tries again
   }
@@ -834,7 +838,7 @@ function wireChat() {
 }
 
 function main() {
-  app.list = new MessageList($("messages"), {
+  app.list = new MessageList($("messages"), $("jump-latest"), {
     nameOf,
     myUid: () => (app.session ? app.session.uid : ""),
     onNeedOlder: () => {

@@ -23,14 +23,20 @@ export class MessageList {
    * @param {{nameOf: (uid: string) => string, myUid: () => string,
    *          onNeedOlder: () => void, onRetry: (m: object) => void}} hooks
    */
-  constructor(scroller, hooks) {
+  constructor(scroller, latestButton, hooks) {
     this.el = scroller;
+    this.latest = latestButton;
     this.hooks = hooks;
     this.conv = null;
     this.start = 0;
     this.stick = true;
+    this.atTail = true; // the last render showed the newest message
     this.frame = 0;
     this.el.addEventListener("scroll", () => this._onScroll(), { passive: true });
+    this.latest.addEventListener("click", () => {
+      this.stick = true;
+      this.render();
+    });
   }
 
   show(conv) {
@@ -61,6 +67,7 @@ export class MessageList {
 
   render() {
     const conv = this.conv;
+    this.latest.hidden = true;
     if (conv === null) {
       this.el.replaceChildren();
       return;
@@ -70,6 +77,7 @@ export class MessageList {
     if (this.stick) this.start = Math.max(0, total - MAX_NODES);
     this.start = Math.min(this.start, Math.max(0, total - MAX_NODES));
     const end = Math.min(total, this.start + MAX_NODES);
+    this.atTail = end === total;
     const anchor = this.stick ? null : this._anchor();
 
     const frag = document.createDocumentFragment();
@@ -103,6 +111,7 @@ export class MessageList {
     if (fits && this.start === 0 && conv.historyLoaded && !conv.historyComplete) {
       if (!conv.loadingHistory) this.hooks.onNeedOlder();
     }
+    this.latest.hidden = this.stick;
   }
 
   _topNote(conv) {
@@ -172,11 +181,15 @@ export class MessageList {
     const el = this.el;
     const total = conv.messages.length;
     const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < EDGE_PX;
-    const windowEnd = Math.min(total, this.start + MAX_NODES);
-    if (atBottom && windowEnd >= total) {
+    // Compare with what was rendered: messages that arrived since (render
+    // pending) must not unstick a view that sits at the newest message.
+    if (atBottom && this.atTail) {
       this.stick = true;
+      this.latest.hidden = true;
       return;
     }
+    this.latest.hidden = false;
+    const windowEnd = Math.min(total, this.start + MAX_NODES);
     this.stick = false;
     if (atBottom && windowEnd < total) {
       this.start = Math.min(total - MAX_NODES, this.start + STEP);

@@ -1,0 +1,73 @@
+"""The gateway's side of SendBatch: many sends per RPC, in submission order.
+
+One RPC per chat message caps a gateway at a few thousand messages per
+second. Sends are queued here and carried in SendBatch calls, one call in
+flight at a time, so a connection's sends keep their order even across
+several message-service instances, and batches grow with the load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Final
+
+from mpim.errors import ErrorCode, MpimError
+from mpim.proto import message_pb2
+from mpim.proto.clients import MessageServiceClient
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH: Final = 512
+_BY_TEXT: Final = {code.value: code for code in ErrorCode}
+
+
+class BatchingMessageClient(MessageServiceClient):
+    """A MessageServiceClient whose Send and SendGroup go through SendBatch."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._queue: list[tuple[message_pb2.SendItem, asyncio.Future[message_pb2.SendReply]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def Send(self, request: message_pb2.SendRequest) -> message_pb2.SendReply:
+        return await self._enqueue(message_pb2.SendItem(direct=request))
+
+    async def SendGroup(self, request: message_pb2.SendGroupRequest) -> message_pb2.SendReply:
+        return await self._enqueue(message_pb2.SendItem(group=request))
+
+    async def _enqueue(self, item: message_pb2.SendItem) -> message_pb2.SendReply:
+        future: asyncio.Future[message_pb2.SendReply] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop(), name="mpim-send-batcher")
+        return await asyncio.shield(future)
+
+    async def _flush_loop(self) -> None:
+        while self._queue:
+            batch = self._queue[:MAX_BATCH]
+            del self._queue[:MAX_BATCH]
+            request = message_pb2.SendBatchRequest(items=[item for item, _ in batch])
+            try:
+                reply = await self.SendBatch(request)
+            except MpimError as exc:
+                # Not retried: the batch may have committed. Clients retry
+                # with their @cid, which makes a retry safe.
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(MpimError(exc.code))
+                continue
+            for (_, future), outcome in zip(batch, reply.outcomes, strict=True):
+                if future.done():
+                    continue
+                if outcome.error:
+                    code = _BY_TEXT.get(outcome.error, ErrorCode.INTERNAL)
+                    future.set_exception(MpimError(code))
+                else:
+                    future.set_result(outcome.reply)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
