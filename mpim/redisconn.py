@@ -15,9 +15,11 @@ of failing when it is gone. Two things make that cheap and quiet:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
@@ -162,3 +164,27 @@ async def drop_idle_connections(redis: Redis) -> None:
         await redis.connection_pool.disconnect(inuse_connections=False)
     except REDIS_ERRORS as exc:
         logger.debug("closing idle redis connections: %s", exc)
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library swallowed.
+
+    On Python 3.11, ``asyncio.wait_for`` (which redis-py uses to send every
+    command) returns normally when the cancel lands just as the send
+    completes (CPython gh-86296, fixed in 3.12). The task still counts the
+    request, so long-running loops check here and stop as they were asked.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], log: logging.Logger) -> None:
+    """Cancel ``task`` and wait until it has finished, cancelling again if a
+    cancellation gets lost (see ``raise_if_cancelling``). Our own cancellation
+    still propagates."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s had failed", task.get_name(), exc_info=task.exception())

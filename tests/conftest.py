@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
-from mpim.config import Settings, load_settings
+from mpim.config import RedisSettings, Settings, load_settings
+from mpim.redisconn import REDIS_ERRORS, redis_client
 from mpim.runtime import EmbeddedRuntime
 from tests.support.lineclient import Account, LineClient
+from tests.support.redis_server import REDIS_URL, delete_prefix, unavailable
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+pytest_plugins = ["tests.support.zookeeper", "tests.support.redis", "tests.support.databases"]
 
 # argon2id with a small memory cost keeps hundreds of test registrations fast;
 # the production defaults are covered by their own test.
@@ -83,31 +90,100 @@ class RunningServer:
         await self.runtime.start()
 
 
-ServerFactory = Callable[..., Awaitable[RunningServer]]
+ServerFactory = Callable[..., Awaitable[Any]]
+
+# Protocol test modules run against both: `pytestmark = TOPOLOGIES`.
+TOPOLOGIES = pytest.mark.parametrize("topology", ["embedded", "cluster"], indirect=True)
 
 
 @pytest.fixture
-async def server_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
-    """Start embedded servers with custom settings; all stopped at teardown."""
-    started: list[RunningServer] = []
+def topology(request: pytest.FixtureRequest) -> str:
+    """embedded (one process, SQLite) unless a module parametrises it."""
+    return str(getattr(request, "param", "embedded"))
 
-    async def start(**overrides: Any) -> RunningServer:
+
+@pytest.fixture
+async def server_factory(
+    tmp_path: Path, topology: str, request: pytest.FixtureRequest
+) -> AsyncIterator[ServerFactory]:
+    """Start servers with custom settings; all stopped at teardown.
+
+    ``cluster`` starts the distributed roles in this event loop against the
+    real ZooKeeper (own chroot), Redis (own key prefix) and MariaDB (fresh
+    database); ``embedded`` starts ``mpim up``'s runtime.
+    """
+    started: list[Any] = []
+
+    async def start(**overrides: Any) -> Any:
         data_dir = tmp_path / f"data{len(started)}"
-        settings = make_settings(data_dir, **overrides)
-        runtime = EmbeddedRuntime(settings)
-        await runtime.start()
-        running = RunningServer(settings, runtime)
+        if topology == "cluster":
+            running: Any = await _start_cluster(request, data_dir, overrides)
+        else:
+            settings = make_settings(data_dir, **overrides)
+            runtime = EmbeddedRuntime(settings)
+            await runtime.start()
+            running = RunningServer(settings, runtime)
         started.append(running)
         return running
 
     yield start
     for running in started:
-        await running.stop()
+        await (running.close() if topology == "cluster" else running.stop())
+
+
+async def _start_cluster(
+    request: pytest.FixtureRequest, data_dir: Path, overrides: dict[str, Any]
+) -> Any:
+    from tests.support.cluster import InProcessCluster
+
+    # Only synchronous fixtures can be fetched here; Redis is checked inline.
+    zookeeper = request.getfixturevalue("zookeeper")
+    store_url = request.getfixturevalue("shared_mysql_url")
+    from tests.support.databases import empty_database
+
+    await asyncio.to_thread(empty_database, store_url)
+    redis_settings = RedisSettings(
+        **{
+            "url": REDIS_URL,
+            "key_prefix": f"mpimtest:{uuid.uuid4().hex}:",
+            "socket_timeout_seconds": 1.0,
+            **overrides.pop("redis", {}),
+        }
+    )
+    client = redis_client(redis_settings)
+    try:
+        await client.ping()
+    except REDIS_ERRORS as exc:
+        await client.aclose()
+        unavailable(f"Redis at {REDIS_URL} is unreachable: {exc}")
+    settings = make_settings(
+        data_dir,
+        store={"url": store_url, **overrides.pop("store", {})},
+        redis=redis_settings.model_dump(),
+        zookeeper=zookeeper.settings().model_dump(),
+        **overrides,
+    )
+    cluster = InProcessCluster(settings, on_stop=lambda: _forget_redis(client, redis_settings))
+    try:
+        await cluster.start()
+    except BaseException:
+        await cluster.stop()
+        raise
+    return cluster
+
+
+async def _forget_redis(client: Redis, settings: RedisSettings) -> None:
+    try:
+        await delete_prefix(client, settings.key_prefix)
+    except REDIS_ERRORS:
+        pass  # a test's own Redis may be gone; its keys went with it
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
-async def server(server_factory: ServerFactory) -> RunningServer:
+async def server(server_factory: ServerFactory) -> Any:
     return await server_factory()
 
 
-__all__ = ["IN_CI", "Account", "RunningServer", "make_settings"]
+__all__ = ["IN_CI", "TOPOLOGIES", "Account", "RunningServer", "make_settings"]

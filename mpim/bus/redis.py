@@ -32,7 +32,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mpim.bus.base import PushHandler
 from mpim.proto import push_pb2
-from mpim.redisconn import REDIS_ERRORS, Breaker, drop_idle_connections
+from mpim.redisconn import (
+    REDIS_ERRORS,
+    Breaker,
+    cancel_and_wait,
+    drop_idle_connections,
+    raise_if_cancelling,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +140,7 @@ class RedisBus:
             finally:
                 for _ in items:
                     self._queue.task_done()
+            raise_if_cancelling()
 
     async def _send(self, items: list[tuple[str, bytes]]) -> None:
         token = self.breaker.attempt()
@@ -182,7 +189,8 @@ class RedisBus:
             self._read_loop(sub), name=f"redis-bus-reader-{gateway_id}"
         )
         try:
-            await asyncio.wait_for(sub.settled.wait(), self._subscribe_wait)
+            async with asyncio.timeout(self._subscribe_wait):
+                await sub.settled.wait()
         except TimeoutError:
             logger.warning("bus: no subscription confirmed for %s yet; retrying", gateway_id)
 
@@ -194,7 +202,7 @@ class RedisBus:
     async def unsubscribe(self, gateway_id: str) -> None:
         sub = self._subs.pop(gateway_id, None)
         if sub is not None and sub.task is not None:
-            await _stop(sub.task)
+            await cancel_and_wait(sub.task, logger)
 
     async def close(self) -> None:
         """Flush what is queued (bounded), then stop the writer and readers."""
@@ -203,10 +211,11 @@ class RedisBus:
         self._closed = True
         if self._writer is not None:
             try:
-                await asyncio.wait_for(self._queue.join(), self._close_timeout)
+                async with asyncio.timeout(self._close_timeout):
+                    await self._queue.join()
             except TimeoutError:
                 logger.warning("bus closed with %d pushes unsent", self._queue.qsize())
-            await _stop(self._writer)
+            await cancel_and_wait(self._writer, logger)
             self._writer = None
         for gateway_id in list(self._subs):
             await self.unsubscribe(gateway_id)
@@ -230,6 +239,7 @@ class RedisBus:
                 logger.exception("bus: reader for %s failed; restarting it", sub.gateway_id)
             finally:
                 await _close_quietly(pubsub)
+            raise_if_cancelling()
             sub.settled.set()
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self._reconnect_max)
@@ -240,6 +250,7 @@ class RedisBus:
         awaiting_pong = False
         while True:
             msg: dict[str, Any] | None = await pubsub.get_message(timeout=self._ping_interval)
+            raise_if_cancelling()
             if msg is None:
                 if awaiting_pong:
                     raise RedisConnectionError("pub/sub connection did not answer PING")
@@ -268,14 +279,6 @@ class RedisBus:
         except Exception:
             self.stats.handler_errors += 1
             logger.exception("bus: push handler for %s failed", sub.gateway_id)
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for it, without hiding our own cancellation."""
-    task.cancel()
-    await asyncio.wait([task])
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("bus task %s had failed", task.get_name(), exc_info=task.exception())
 
 
 async def _close_quietly(pubsub: PubSub) -> None:

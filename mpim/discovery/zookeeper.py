@@ -356,7 +356,7 @@ class ZooKeeperRegistry:
             try:
                 if self._recycle:
                     self._recycle = False
-                    await self._replace_client()
+                    self._replace_client()
                 if self._resync_nodes:
                     self._resync_nodes = False
                     await self._resync()
@@ -367,7 +367,8 @@ class ZooKeeperRegistry:
                 # A bug here must not end discovery for the life of the process.
                 logger.exception("zookeeper registry worker step failed")
 
-    async def _replace_client(self) -> None:
+    def _replace_client(self) -> None:
+        """Swap in a fresh kazoo client (a new session); see "SUSPENDED for longer"."""
         old = self._client
         if old is None or self._state != SUSPENDED:
             return

@@ -13,7 +13,13 @@ import asyncio
 import logging
 
 from mpim.proto import presence_pb2
-from mpim.redisconn import REDIS_ERRORS, Breaker, drop_idle_connections
+from mpim.redisconn import (
+    REDIS_ERRORS,
+    Breaker,
+    cancel_and_wait,
+    drop_idle_connections,
+    raise_if_cancelling,
+)
 from mpim.services.presence_redis import Connections, RedisPresenceService
 
 logger = logging.getLogger(__name__)
@@ -79,8 +85,7 @@ class PresenceHeartbeat:
     async def stop(self, *, drop: bool = True) -> None:
         """Stop beating; with ``drop``, remove this gateway's routes at once."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
+            await cancel_and_wait(self._task, logger)
             self._task = None
         if drop:
             await self._presence.DropGateway(
@@ -94,3 +99,4 @@ class PresenceHeartbeat:
                 await self.beat()
             except Exception:
                 logger.exception("presence heartbeat of %s failed", self._gateway_id)
+            raise_if_cancelling()

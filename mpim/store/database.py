@@ -10,6 +10,7 @@ alone, so one failing job never fails or delays its neighbours' outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import re
@@ -125,9 +126,20 @@ class Database:
         cursor.close()
 
     def _migrate(self) -> None:
+        """Create or upgrade the schema; several processes may start at once."""
         assert self._write_engine is not None
+        backend = make_url(self.url).get_backend_name()
         with self._write_engine.begin() as conn:
-            migrate(conn)
+            # SQLite's BEGIN IMMEDIATE already serialises; servers need a lock.
+            if backend == "mysql":
+                conn.execute(text("SELECT GET_LOCK('mpim_schema', 120)"))
+            elif backend == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7283641)"))
+            try:
+                migrate(conn)
+            finally:
+                if backend == "mysql":
+                    conn.execute(text("SELECT RELEASE_LOCK('mpim_schema')"))
 
     async def stop(self) -> None:
         """Finish every queued write, then close. Nothing queued is dropped."""
@@ -247,7 +259,9 @@ def ensure_database(url: str) -> None:
                 text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
             ).first()
             if exists is None:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
+                # IntegrityError: another process created it first.
+                with contextlib.suppress(IntegrityError):
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
     else:
         return
     engine.dispose()

@@ -7,8 +7,10 @@ import asyncio
 import re
 import time
 
-from tests.conftest import RunningServer, ServerFactory
+from tests.conftest import TOPOLOGIES, RunningServer, ServerFactory
 from tests.support.lineclient import LineClient
+
+pytestmark = TOPOLOGIES
 
 LOGIN_REPLY = re.compile(r"\+OK uid=(?P<uid>[1-9][0-9]*) token=(?P<token>[^ ]+)")
 

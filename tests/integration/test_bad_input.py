@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import RunningServer, ServerFactory
+from tests.conftest import TOPOLOGIES, RunningServer, ServerFactory
 from tests.support.lineclient import Account, LineClient
+
+pytestmark = TOPOLOGIES
 
 NO_SUCH_ID = 9_000_000_000
 MAX_ID = 2**63 - 1

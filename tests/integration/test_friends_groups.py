@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import RunningServer
+from tests.conftest import TOPOLOGIES, RunningServer
 from tests.support.lineclient import LineClient
+
+pytestmark = TOPOLOGIES
 
 GMSG = re.compile(
     r"GMSG id=(?P<id>[1-9][0-9]*) group=(?P<group>[1-9][0-9]*) from=(?P<from>[1-9][0-9]*)"

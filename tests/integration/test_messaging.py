@@ -13,8 +13,10 @@ import time
 import weakref
 from dataclasses import dataclass
 
-from tests.conftest import RunningServer, ServerFactory
+from tests.conftest import TOPOLOGIES, RunningServer, ServerFactory
 from tests.support.lineclient import LineClient
+
+pytestmark = TOPOLOGIES
 
 _MSG = re.compile(
     r"MSG id=(?P<id>[1-9][0-9]*) from=(?P<sender>[1-9][0-9]*) ts=(?P<ts>[0-9]+)"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conftest import RunningServer
+from tests.conftest import TOPOLOGIES, RunningServer
+
+pytestmark = TOPOLOGIES
 
 
 async def test_greeting_register_send_and_live_push(server: RunningServer) -> None:

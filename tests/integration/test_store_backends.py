@@ -166,3 +166,14 @@ async def test_refused_sends_store_nothing_and_take_no_seq(
     messages, last, _ = await store.sync(uid, 0, 10)
     assert [(m.seq, m.text) for m in messages] == [(1, "ok 1"), (2, "ok 2")]
     assert last == 2
+
+
+async def test_several_processes_may_create_the_schema_at_once(store_url: str) -> None:
+    databases = [Database(store_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(db.start() for db in databases))
+        uid = await UserStore(databases[0]).create_user("erin", "x", 0)
+        assert uid is not None
+    finally:
+        for db in databases:
+            await db.stop()

@@ -1,0 +1,164 @@
+"""What only the distributed topology has to prove: several gateways, Redis and
+ZooKeeper outages. Every role runs as under ``mpim serve`` (in this event loop),
+on the real ZooKeeper, Redis and MariaDB."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from mpim.protocol.messages import MessageLine
+from tests.conftest import ServerFactory
+from tests.support.cluster import InProcessCluster
+from tests.support.lineclient import LineClient
+from tests.support.redis_server import ThrowawayRedis
+from tests.support.zookeeper import ZooKeeperChroot
+
+pytestmark = pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> float:
+    """Poll ``check`` until true; returns the seconds it took."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+async def sync_texts(client: LineClient, after: int = 0) -> list[str]:
+    lines, done = await client.cmd_multi(f"SYNC {after}")
+    assert done.startswith("+OK sync_done"), done
+    return [MessageLine.parse(line).text for line in lines]
+
+
+async def test_users_on_different_gateways_chat_and_see_presence(server: InProcessCluster) -> None:
+    alice = await server.client(gateway=0)
+    bob = await server.client(gateway=1)
+    a = await alice.register()
+    b = await bob.register()
+    assert await alice.cmd(f"STATUS {b.uid}") == f"+OK uid={b.uid} online=1"
+    assert (await alice.cmd(f"SEND {b.uid} over the wire")).startswith("+OK msg_id=")
+    assert MessageLine.parse(await bob.read_line()).text == "over the wire"
+    assert (await bob.cmd(f"SEND {a.uid} and back")).startswith("+OK msg_id=")
+    assert MessageLine.parse(await alice.read_line()).text == "and back"
+    await bob.cmd("QUIT")
+
+    async def bob_offline() -> bool:
+        return await alice.cmd(f"STATUS {b.uid}") == f"+OK uid={b.uid} online=0"
+
+    await eventually(bob_offline)
+
+
+async def test_a_user_on_both_gateways_gets_every_push_on_both(server: InProcessCluster) -> None:
+    sender = await server.user()
+    phone = await server.client(gateway=0)
+    bob = await phone.register()
+    laptop = await server.client(gateway=1)
+    assert (await laptop.cmd(f"AUTH {bob.token}")).startswith("+OK uid=")
+    await sender.send_raw(b"".join(f"SEND {bob.uid} n{i}\n".encode() for i in range(50)))
+    for _ in range(50):
+        assert (await sender.read_line()).startswith("+OK msg_id=")
+    for device in (phone, laptop):
+        got = [MessageLine.parse(await device.read_line()) for _ in range(50)]
+        assert [m.text for m in got] == [f"n{i}" for i in range(50)]
+        assert [m.seq for m in got] == list(range(1, 51))
+
+
+async def test_two_message_services_keep_seq_gap_free_under_concurrent_senders(
+    server: InProcessCluster,
+) -> None:
+    bob_conn = await server.user()
+    assert bob_conn.account is not None
+    bob = bob_conn.account
+    await bob_conn.close()  # offline: everything goes to the inbox
+    senders = [await server.user() for _ in range(6)]
+
+    async def flood(client: LineClient, tag: int) -> None:
+        await client.send_raw(b"".join(f"SEND {bob.uid} s{tag}-{i}\n".encode() for i in range(40)))
+        for _ in range(40):
+            assert (await client.read_line()).startswith("+OK msg_id=")
+
+    await asyncio.gather(*(flood(c, k) for k, c in enumerate(senders)))
+    reader = await server.client()
+    assert (await reader.cmd(f"AUTH {bob.token}")).startswith("+OK uid=")
+    lines, done = await reader.cmd_multi("SYNC 0")
+    parsed = [MessageLine.parse(line) for line in lines]
+    assert [m.seq for m in parsed] == list(range(1, 241)), done
+    for tag in range(6):  # each sender's messages in the order sent
+        mine = [m.text for m in parsed if m.text.startswith(f"s{tag}-")]
+        assert mine == [f"s{tag}-{i}" for i in range(40)]
+
+
+async def test_redis_outage_keeps_serving_and_recovers(
+    server_factory: ServerFactory, throwaway_redis: ThrowawayRedis
+) -> None:
+    cluster: InProcessCluster = await server_factory(redis={"url": throwaway_redis.url})
+    alice = await cluster.client(gateway=0)
+    a = await alice.register()
+    bob = await cluster.client(gateway=1)
+    b = await bob.register()
+    assert (await alice.cmd(f"SEND {b.uid} before")).startswith("+OK")
+    assert MessageLine.parse(await bob.read_line()).text == "before"
+
+    await throwaway_redis.kill()
+    outage_started = time.monotonic()
+    # Logins, sends and reads still work: the store is the truth.
+    carol = await cluster.client()
+    assert (await carol.login(a.username, a.password)).startswith(f"+OK uid={a.uid}")
+    for i in range(3):
+        assert (await alice.cmd(f"SEND {b.uid} during {i}")).startswith("+OK msg_id=")
+    assert await alice.cmd(f"ADDFRIEND {b.uid}") == "+OK friend added"
+    assert await bob.cmd("GETFRIENDS") == f"+OK friends: {a.uid}"
+    # Pushes may be lost while the bus is down; SYNC has everything.
+    texts = await sync_texts(await _logged_in(cluster, b.token))
+    assert texts == ["before", "during 0", "during 1", "during 2"]
+
+    await throwaway_redis.start()
+
+    async def pushes_again() -> bool:
+        reply = await alice.cmd(f"@cid=probe{time.monotonic_ns()} SEND {b.uid} after")
+        assert reply.startswith("+OK msg_id="), reply
+        try:
+            while True:
+                line = await bob.read_line(timeout=0.5)
+                if line.endswith("text=after"):
+                    return True
+        except TimeoutError:
+            return False
+
+    waited = await eventually(pushes_again, timeout=30)
+    print(
+        f"redis outage: pushes resumed {waited:.1f}s after Redis returned "
+        f"({time.monotonic() - outage_started:.1f}s after it died)"
+    )
+
+
+async def _logged_in(cluster: InProcessCluster, token: str) -> LineClient:
+    client = await cluster.client()
+    assert (await client.cmd(f"AUTH {token}")).startswith("+OK uid=")
+    return client
+
+
+async def test_zookeeper_restart_services_reregister_and_chat_continues(
+    server: InProcessCluster, zookeeper: ZooKeeperChroot
+) -> None:
+    alice = await server.client(gateway=0)
+    bob = await server.client(gateway=1)
+    await alice.register()
+    b = await bob.register()
+    # A restart that loses ZooKeeper's data: every registration must come back.
+    await zookeeper.server.restart(wipe=True)
+    registry = server.gateways[0].registry
+
+    async def all_registered() -> bool:
+        counts = {s: len(registry.instances(s)) for s in ("user", "presence", "group", "message")}
+        return counts == {"user": 1, "presence": 1, "group": 1, "message": 2}
+
+    await eventually(all_registered, timeout=40)
+    assert (await alice.cmd(f"SEND {b.uid} still here")).startswith("+OK msg_id=")
+    assert MessageLine.parse(await bob.read_line()).text == "still here"
