@@ -171,7 +171,7 @@ async def _start_gateway(node: Node) -> None:
     gateway_settings = settings.gateway.model_copy(update={"gateway_id": node.instance_id})
     # Sends travel in SendBatch calls, one in flight, so a connection's
     # pipelined sends still commit in order.
-    gateway = Gateway(gateway_settings, services, bus, pipeline_sends=True)
+    gateway = Gateway(gateway_settings, services, bus, pipeline_sends=True, confirm_marks=True)
     heartbeat = PresenceHeartbeat(
         _presence(settings, node, redis),
         node.instance_id,

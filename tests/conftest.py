@@ -21,7 +21,12 @@ from tests.support.redis_server import REDIS_URL, delete_prefix, unavailable
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-pytest_plugins = ["tests.support.zookeeper", "tests.support.redis", "tests.support.databases"]
+pytest_plugins = [
+    "tests.support.zookeeper",
+    "tests.support.redis",
+    "tests.support.databases",
+    "tests.support.process_cluster",
+]
 
 # argon2id with a small memory cost keeps hundreds of test registrations fast;
 # the production defaults are covered by their own test.
@@ -72,6 +77,10 @@ class RunningServer:
         client = await self.client()
         await client.register(username, password)
         return client
+
+    async def stored_bytes(self) -> bytes:
+        """Everything the server has written to disk (database and WAL files)."""
+        return b"".join(p.read_bytes() for p in self.data_dir.rglob("*") if p.is_file())
 
     async def stop(self) -> None:
         for client in self.clients:

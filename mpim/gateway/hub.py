@@ -2,8 +2,16 @@
 
 A pushed message counts as delivered (PULL will not return it again) once it
 is written to a connection. Those marks are sent to the message service in
-batches rather than one write per message; ``flush_marks`` runs before a PULL
-so this gateway's own pushes are never pulled twice.
+batches rather than one write per message.
+
+- One gateway (embedded): marks are written shortly after the push, and
+  ``flush_marks`` runs before a PULL, so this gateway's own pushes are never
+  pulled twice.
+- Several gateways (``confirm_marks=True``): a PULL on another gateway cannot
+  see marks still in flight here, so pushes are recorded first and written
+  once the mark is stored (one batched call per wave of pushes). If recording
+  fails the pushes are written anyway: a duplicate in a later PULL is better
+  than a late message.
 """
 
 from __future__ import annotations
@@ -24,11 +32,14 @@ _MARK_FLUSH_SIZE = 5000
 
 
 class SessionHub:
-    def __init__(self, messages: MessageService) -> None:
+    def __init__(self, messages: MessageService, *, confirm_marks: bool = False) -> None:
         self._messages = messages
         self._by_uid: dict[int, list[Session]] = {}
         self._marks: list[tuple[int, int]] = []
         self._flush_task: asyncio.Task[None] | None = None
+        self._confirm_marks = confirm_marks
+        self._unconfirmed: list[push_pb2.PushBatch] = []
+        self._confirm_task: asyncio.Task[None] | None = None
         self.pushed = 0
 
     def add(self, uid: int, session: Session) -> None:
@@ -52,6 +63,35 @@ class SessionHub:
 
     def on_push(self, batch: push_pb2.PushBatch) -> None:
         """Bus handler: write each message to every local session of its recipients."""
+        if self._confirm_marks:
+            self._unconfirmed.append(batch)
+            if self._confirm_task is None or self._confirm_task.done():
+                self._confirm_task = asyncio.get_running_loop().create_task(
+                    self._confirm_then_write()
+                )
+            return
+        self._write(batch)
+        if self._marks:
+            self._schedule_flush()
+
+    async def _confirm_then_write(self) -> None:
+        """Record marks for everything queued, then write it, in arrival order."""
+        while self._unconfirmed:
+            batches, self._unconfirmed = self._unconfirmed, []
+            marks = [
+                (r.uid, r.seq)
+                for batch in batches
+                for delivery in batch.deliveries
+                for r in delivery.recipients
+                if r.uid in self._by_uid
+            ]
+            if marks:
+                self._marks.extend(marks)
+                await self.flush_marks()
+            for batch in batches:
+                self._write(batch, record=False)
+
+    def _write(self, batch: push_pb2.PushBatch, *, record: bool = True) -> None:
         for delivery in batch.deliveries:
             message = delivery.message
             for recipient in delivery.recipients:
@@ -64,9 +104,8 @@ class SessionHub:
                     delivered = session.push(recipient.seq, line) or delivered
                 if delivered:
                     self.pushed += 1
-                    self._marks.append((recipient.uid, recipient.seq))
-        if self._marks:
-            self._schedule_flush()
+                    if record:
+                        self._marks.append((recipient.uid, recipient.seq))
 
     def _schedule_flush(self) -> None:
         if self._flush_task is None or self._flush_task.done():
@@ -91,6 +130,10 @@ class SessionHub:
                 return
 
     async def stop(self) -> None:
+        if self._confirm_task is not None and not self._confirm_task.done():
+            self._confirm_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._confirm_task
         if self._flush_task is not None and not self._flush_task.done():
             self._flush_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -32,12 +32,14 @@ class Gateway:
         bus: Bus,
         *,
         pipeline_sends: bool = True,
+        confirm_marks: bool = False,
     ) -> None:
         """``pipeline_sends``: the message service commits sends in submission
-        order, so one connection's sends may overlap (embedded mode)."""
+        order, so one connection's sends may overlap. ``confirm_marks``: other
+        gateways serve the same users (see SessionHub)."""
         self.settings = settings
         self._bus = bus
-        self.hub = SessionHub(services.message)
+        self.hub = SessionHub(services.message, confirm_marks=confirm_marks)
         self.ctx = GatewayContext(services, self.hub, settings, settings.gateway_id)
         self.dispatcher = Dispatcher(self.ctx, pipeline_sends=pipeline_sends)
         self.sessions: set[Session] = set()

@@ -50,6 +50,8 @@ class RpcCaller:
                 reply: R = await call(request, timeout=self._deadline)
                 return reply
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    self._pool.penalise(tried)
                 if exc.code() not in RETRYABLE or attempt + 1 == attempts:
                     if exc.code() in RETRYABLE:
                         self.failures += 1

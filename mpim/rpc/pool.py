@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -68,6 +69,14 @@ class ChannelPool:
         self._source = source
         self._endpoints: dict[str, Endpoint] = {}
         self._turn = itertools.count()
+        # instance id -> monotonic time until which it is skipped
+        self._penalised: dict[str, float] = {}
+
+    def penalise(self, instance_id: str, seconds: float = 5.0) -> None:
+        """Skip an instance whose call just failed in transport, until its node
+        vanishes from ZooKeeper or ``seconds`` pass (a SIGKILLed process keeps
+        its node for a whole session timeout)."""
+        self._penalised[instance_id] = time.monotonic() + seconds
 
     def pick(self, exclude: str | None = None) -> Endpoint | None:
         """The next live instance's endpoint, or None if none is live."""
@@ -76,6 +85,10 @@ class ChannelPool:
             key=lambda i: i.instance_id,
         )
         self._forget_gone({i.instance_id for i in live} | ({exclude} if exclude else set()))
+        if self._penalised:
+            now = time.monotonic()
+            healthy = [i for i in live if self._penalised.get(i.instance_id, 0.0) <= now]
+            live = healthy or live  # all suspect: try them anyway
         if not live:
             return None
         instance = live[next(self._turn) % len(live)]
@@ -90,6 +103,7 @@ class ChannelPool:
     def _forget_gone(self, live_ids: set[str]) -> None:
         for instance_id in [i for i in self._endpoints if i not in live_ids]:
             endpoint = self._endpoints.pop(instance_id)
+            self._penalised.pop(instance_id, None)
             logger.info("%s instance %s gone; closing its channel", self.service, instance_id)
             _close_later(endpoint.channel)
 

@@ -78,6 +78,36 @@ class InProcessCluster:
         await client.register(username, password)
         return client
 
+    async def stored_bytes(self) -> bytes:
+        """Every row in the store and every value under this cluster's Redis prefix."""
+        import asyncio
+
+        from sqlalchemy import create_engine, select
+
+        from mpim.redisconn import redis_client
+        from mpim.store.schema import metadata
+
+        def rows() -> bytes:
+            engine = create_engine(self.settings.store_url())
+            try:
+                with engine.connect() as conn:
+                    return b"".join(
+                        repr(tuple(row)).encode()
+                        for table in metadata.sorted_tables
+                        for row in conn.execute(select(table))
+                    )
+            finally:
+                engine.dispose()
+
+        blob = await asyncio.to_thread(rows)
+        client = redis_client(self.settings.redis)
+        try:
+            async for key in client.scan_iter(match=f"{self.settings.redis.key_prefix}*"):
+                blob += key + repr(await client.dump(key)).encode()
+        finally:
+            await client.aclose()
+        return blob
+
     async def stop(self) -> None:
         for client in self.clients:
             await client.close()
