@@ -1,0 +1,130 @@
+"""The server process as Linux sees it: which pid listens on a port, its RSS and CPU.
+
+RSS is what the issue's memory targets are stated in, and it is the one figure
+any server exposes without cooperation, so we read ``/proc`` rather than ask
+the server. Finding the pid from the port (``/proc/net/tcp*`` gives the
+listening socket's inode, ``/proc/*/fd`` tells whose it is) saves the user from
+passing ``--server-pid`` when the server runs as the same user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+logger = logging.getLogger(__name__)
+
+_LISTEN: Final = "0A"
+_PROC: Final = Path("/proc")
+
+
+def listening_inodes(table: str, port: int) -> set[int]:
+    """Inodes of sockets in LISTEN state on ``port`` in a /proc/net/tcp(6) table."""
+    inodes: set[int] = set()
+    for row in table.splitlines()[1:]:
+        cols = row.split()
+        if len(cols) < 10 or cols[3] != _LISTEN:
+            continue
+        _, _, hex_port = cols[1].rpartition(":")
+        try:
+            if int(hex_port, 16) == port:
+                inodes.add(int(cols[9]))
+        except ValueError:
+            continue
+    return inodes
+
+
+def find_listener_pid(port: int, proc: Path = _PROC) -> int | None:
+    """The pid holding the listening socket on ``port``, if this user can see it."""
+    inodes: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            inodes |= listening_inodes((proc / "net" / name).read_text(), port)
+        except OSError:
+            continue
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                if os.readlink(fd) in wanted:
+                    return int(entry.name)
+        except OSError:  # gone, or another user's process
+            continue
+    return None
+
+
+def parse_vmrss_kb(status: str) -> int | None:
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None
+
+
+def parse_cpu_ticks(stat: str) -> int:
+    """utime + stime (clock ticks) from /proc/<pid>/stat; the name may hold spaces."""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def read_rss_kb(pid: int) -> int | None:
+    try:
+        return parse_vmrss_kb((_PROC / str(pid) / "status").read_text())
+    except OSError:
+        return None
+
+
+def read_cpu_seconds(pid: int) -> float | None:
+    try:
+        ticks = parse_cpu_ticks((_PROC / str(pid) / "stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerProbe:
+    """Reads the summed RSS and CPU time of the server's processes.
+
+    A distributed deployment is several processes; what it costs is their sum.
+    A read returns None once any of them is gone, rather than a partial sum.
+    """
+
+    pids: tuple[int, ...]
+
+    @property
+    def pid(self) -> int:
+        return self.pids[0]
+
+    def rss_kb(self) -> int | None:
+        values = [read_rss_kb(pid) for pid in self.pids]
+        return None if None in values else sum(v for v in values if v is not None)
+
+    def cpu_seconds(self) -> float | None:
+        values = [read_cpu_seconds(pid) for pid in self.pids]
+        return None if None in values else sum(v for v in values if v is not None)
+
+
+def probe_for(ports: Sequence[int], pids: Sequence[int] = ()) -> ServerProbe | None:
+    """A probe for ``pids``, or for whoever listens on ``ports``; None if unknown."""
+    if not pids:
+        found = []
+        for port in ports:
+            pid = find_listener_pid(port)
+            if pid is None:
+                logger.warning("cannot find the process listening on port %d; no RSS figures", port)
+                return None
+            found.append(pid)
+        pids = found
+    probe = ServerProbe(tuple(dict.fromkeys(pids)))
+    if probe.rss_kb() is None:
+        logger.warning("cannot read /proc/<pid>/status of %s; no RSS figures", list(probe.pids))
+        return None
+    return probe

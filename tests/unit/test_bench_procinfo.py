@@ -1,0 +1,70 @@
+"""Finding the server process and reading its RSS and CPU from /proc."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from mpim.bench.procinfo import (
+    ServerProbe,
+    find_listener_pid,
+    listening_inodes,
+    parse_cpu_ticks,
+    parse_vmrss_kb,
+    probe_for,
+)
+
+TCP_TABLE = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1770 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1
+   1: 0100007F:1770 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 5555 1
+   2: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1
+"""
+
+
+def test_only_listening_sockets_on_the_port_count() -> None:
+    assert listening_inodes(TCP_TABLE, 6000) == {4242}
+    assert listening_inodes(TCP_TABLE, 22) == {777}
+    assert listening_inodes(TCP_TABLE, 1) == set()
+
+
+def test_vmrss_is_read_in_kib() -> None:
+    assert parse_vmrss_kb("Name:\tpython\nVmRSS:\t  123456 kB\nThreads: 3\n") == 123456
+    assert parse_vmrss_kb("Name:\tkthread\n") is None
+
+
+def test_cpu_ticks_survive_a_process_name_with_spaces_and_parens() -> None:
+    fields = ["S"] + ["0"] * 10 + ["150", "50"] + ["0"] * 30
+    stat = "1234 (my (odd) name) " + " ".join(fields)
+    assert parse_cpu_ticks(stat) == 200
+
+
+def test_the_listener_of_a_real_socket_is_this_process() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert find_listener_pid(port) == os.getpid()
+        probe = probe_for([port])
+        assert probe is not None and probe.pids == (os.getpid(),)
+
+
+def test_several_pids_are_summed() -> None:
+    one = ServerProbe((os.getpid(),))
+    two = ServerProbe((os.getpid(), os.getppid()))
+    rss_one, rss_two = one.rss_kb(), two.rss_kb()
+    assert rss_one is not None and rss_two is not None and rss_two > rss_one
+
+
+def test_a_probe_reads_this_process() -> None:
+    probe = ServerProbe((os.getpid(),))
+    rss = probe.rss_kb()
+    assert rss is not None and rss > 1000
+    cpu = probe.cpu_seconds()
+    assert cpu is not None and cpu >= 0
+
+
+def test_a_gone_process_reads_as_none() -> None:
+    probe = ServerProbe((os.getpid(), 2**22 + 12345))
+    assert probe.rss_kb() is None and probe.cpu_seconds() is None
+    assert probe_for([1], [2**22 + 12345]) is None
