@@ -32,6 +32,8 @@ LineDispatch = Callable[["Session", bytes], "Step"]
 
 # Pipelined commands awaiting their reply on one connection, at most.
 MAX_INFLIGHT = 256
+# Gathered output is written at the end of the loop pass, or at this size.
+_FLUSH_AT_BYTES = 64 * 1024
 
 
 class _CloseWith:
@@ -75,6 +77,9 @@ class Session:
         # seqs the current multi-line reply wrote: held pushes of them are dropped
         self._reply_seqs: set[int] = set()
         self._closing = False
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._flush_scheduled = False
         self._shutdown_notice: str | None = None
         self._input_done = False
         self.closed = False
@@ -206,6 +211,7 @@ class Session:
             if not self.closed:
                 if self._shutdown_notice is not None:
                     self.write_line(self._shutdown_notice)
+                self._flush_output()
                 self.closed = True
                 self.transport.close()
 
@@ -233,13 +239,39 @@ class Session:
 
     # -- output --------------------------------------------------------------
 
+    # Output is gathered and handed to the transport once per event-loop pass:
+    # a burst of acks and pushes to one connection costs one write, not one
+    # system call per line.
+
     def write_line(self, line: str) -> None:
         if not self.closed:
-            self.transport.write(line.encode() + b"\n")
+            self._queue_output(line.encode() + b"\n")
 
     def write_lines(self, lines: list[str]) -> None:
         if lines and not self.closed:
-            self.transport.write(("\n".join(lines) + "\n").encode())
+            self._queue_output(("\n".join(lines) + "\n").encode())
+
+    def _queue_output(self, data: bytes) -> None:
+        self._out.append(data)
+        self._out_bytes += len(data)
+        if self._out_bytes >= _FLUSH_AT_BYTES:
+            self._flush_output()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_output)
+
+    def _flush_output(self) -> None:
+        self._flush_scheduled = False
+        if not self._out:
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        self._out_bytes = 0
+        if not self.closed:
+            self.transport.write(data)
+
+    def unsent_bytes(self) -> int:
+        return self.transport.output_buffer_size() + self._out_bytes
 
     @contextlib.contextmanager
     def holding_pushes(self) -> Iterator[None]:
@@ -283,8 +315,8 @@ class Session:
         if self.closed:
             return False
         self.write_lines(lines)
-        if self.transport.output_buffer_size() > self._settings.max_output_bytes:
-            self._drop_slow_consumer(self.transport.output_buffer_size())
+        if self.unsent_bytes() > self._settings.max_output_bytes:
+            self._drop_slow_consumer(self.unsent_bytes())
             return False
         return True
 
@@ -298,5 +330,7 @@ class Session:
         )
         self.closed = True
         self._closing = True
+        self._out.clear()
+        self._out_bytes = 0
         self.transport.abort()
         self.input_ended()
