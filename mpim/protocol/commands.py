@@ -120,6 +120,30 @@ class Command:
 
 
 @dataclass(frozen=True, slots=True)
+class _UidCommand(Command):
+    """A command whose only argument is a user id."""
+
+    uid: int
+
+    @classmethod
+    def parse(cls, args: str, limits: ParseLimits) -> Self:
+        (uid,) = split_args(args, 1)
+        return cls(parse_id(uid, ErrorCode.BAD_UID))
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupIdCommand(Command):
+    """A command whose only argument is a group id."""
+
+    group_id: int
+
+    @classmethod
+    def parse(cls, args: str, limits: ParseLimits) -> Self:
+        (gid,) = split_args(args, 1)
+        return cls(parse_id(gid, ErrorCode.BAD_GROUP_ID))
+
+
+@dataclass(frozen=True, slots=True)
 class Register(Command):
     NAME: ClassVar[str] = "REGISTER"
     NEEDS_LOGIN: ClassVar[bool] = False
@@ -198,25 +222,13 @@ class Pull(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class AddFriend(Command):
+class AddFriend(_UidCommand):
     NAME: ClassVar[str] = "ADDFRIEND"
-    uid: int
-
-    @classmethod
-    def parse(cls, args: str, limits: ParseLimits) -> Self:
-        (uid,) = split_args(args, 1)
-        return cls(parse_id(uid, ErrorCode.BAD_UID))
 
 
 @dataclass(frozen=True, slots=True)
-class RemoveFriend(Command):
+class RemoveFriend(_UidCommand):
     NAME: ClassVar[str] = "REMOVEFRIEND"
-    uid: int
-
-    @classmethod
-    def parse(cls, args: str, limits: ParseLimits) -> Self:
-        (uid,) = split_args(args, 1)
-        return cls(parse_id(uid, ErrorCode.BAD_UID))
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,25 +253,13 @@ class CreateGroup(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class JoinGroup(Command):
+class JoinGroup(_GroupIdCommand):
     NAME: ClassVar[str] = "JOINGROUP"
-    group_id: int
-
-    @classmethod
-    def parse(cls, args: str, limits: ParseLimits) -> Self:
-        (gid,) = split_args(args, 1)
-        return cls(parse_id(gid, ErrorCode.BAD_GROUP_ID))
 
 
 @dataclass(frozen=True, slots=True)
-class LeaveGroup(Command):
+class LeaveGroup(_GroupIdCommand):
     NAME: ClassVar[str] = "LEAVEGROUP"
-    group_id: int
-
-    @classmethod
-    def parse(cls, args: str, limits: ParseLimits) -> Self:
-        (gid,) = split_args(args, 1)
-        return cls(parse_id(gid, ErrorCode.BAD_GROUP_ID))
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,14 +268,8 @@ class Groups(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class Members(Command):
+class Members(_GroupIdCommand):
     NAME: ClassVar[str] = "MEMBERS"
-    group_id: int
-
-    @classmethod
-    def parse(cls, args: str, limits: ParseLimits) -> Self:
-        (gid,) = split_args(args, 1)
-        return cls(parse_id(gid, ErrorCode.BAD_GROUP_ID))
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,14 +311,8 @@ class History(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class Status(Command):
+class Status(_UidCommand):
     NAME: ClassVar[str] = "STATUS"
-    uid: int
-
-    @classmethod
-    def parse(cls, args: str, limits: ParseLimits) -> Self:
-        (uid,) = split_args(args, 1)
-        return cls(parse_id(uid, ErrorCode.BAD_UID))
 
 
 @dataclass(frozen=True, slots=True)
