@@ -13,10 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from mpim.errors import ErrorCode
 from mpim.proto import common_pb2
+from mpim.store import rawsql
 from mpim.store.database import Database
 from mpim.store.schema import (
     chat_groups,
@@ -171,7 +172,7 @@ class MessageStore:
         uids = sorted({uid for targets in recipients.values() for uid in targets})
         last_seq = self._lock_seqs(conn, uids)
         accepted: list[StoredMessage] = []
-        inbox_rows: list[dict[str, int]] = []
+        inbox_rows: list[tuple[int, int, int, bool]] = []
         for stored in fresh:
             targets = recipients[stored.msg_id]
             if (
@@ -187,7 +188,7 @@ class MessageStore:
                 seq = last_seq[uid] + 1
                 last_seq[uid] = seq
                 stored.deliveries.append((uid, seq))
-                inbox_rows.append({"uid": uid, "seq": seq, "msg_id": stored.msg_id})
+                inbox_rows.append((uid, seq, stored.msg_id, False))
         failed = {s.msg_id: s.error for s in fresh if s.error is not None}
         for result in results:
             if result.duplicate and result.msg_id in failed:
@@ -195,31 +196,26 @@ class MessageStore:
         fresh = accepted
         if not fresh:
             return results
-        conn.execute(
-            insert(messages),
+        rawsql.executemany(
+            conn,
+            "insert_messages",
             [
-                {
-                    "msg_id": s.msg_id,
-                    "kind": s.message.kind,
-                    "sender": s.message.sender,
-                    "target": s.message.target,
-                    "conv": conversation_key(s.message.kind, s.message.sender, s.message.target),
-                    "ts_ms": s.message.ts_ms,
-                    "text": s.message.text,
-                    "client_msg_id": s.message.cid,
-                }
+                (
+                    s.msg_id,
+                    int(s.message.kind),
+                    s.message.sender,
+                    s.message.target,
+                    conversation_key(s.message.kind, s.message.sender, s.message.target),
+                    s.message.ts_ms,
+                    s.message.text,
+                    s.message.cid,
+                )
                 for s in fresh
             ],
         )
-        if inbox_rows:
-            conn.execute(insert(inbox).values(delivered=False), inbox_rows)
-            touched = sorted({row["uid"] for row in inbox_rows})
-            conn.execute(
-                update(inbox_state)
-                .where(inbox_state.c.uid == bindparam("b_uid"))
-                .values(last_seq=bindparam("b_seq")),
-                [{"b_uid": uid, "b_seq": last_seq[uid]} for uid in touched],
-            )
+        rawsql.executemany(conn, "insert_inbox", inbox_rows)
+        touched = sorted({row[0] for row in inbox_rows})
+        rawsql.executemany(conn, "set_last_seq", [(last_seq[uid], uid) for uid in touched])
         return results
 
     def _recipients(self, conn: Connection, fresh: list[StoredMessage]) -> dict[int, list[int]]:
@@ -358,12 +354,7 @@ class MessageStore:
         """Flag (uid, seq) inbox rows as sent to a connection, so PULL skips them."""
 
         def job(conn: Connection) -> None:
-            conn.execute(
-                update(inbox)
-                .where(inbox.c.uid == bindparam("b_uid"), inbox.c.seq == bindparam("b_seq"))
-                .values(delivered=True),
-                [{"b_uid": uid, "b_seq": seq} for uid, seq in marks],
-            )
+            rawsql.executemany(conn, "mark_delivered", [(True, uid, seq) for uid, seq in marks])
 
         if marks:
             await self._db.write(job)
