@@ -13,7 +13,7 @@ import pytest
 from mpim.protocol.messages import MessageLine
 from tests.conftest import ServerFactory
 from tests.support.cluster import InProcessCluster
-from tests.support.lineclient import LineClient
+from tests.support.lineclient import LineClient, unique_name
 from tests.support.redis_server import ThrowawayRedis
 from tests.support.zookeeper import ZooKeeperChroot
 
@@ -162,3 +162,29 @@ async def test_zookeeper_restart_services_reregister_and_chat_continues(
     await eventually(all_registered, timeout=40)
     assert (await alice.cmd(f"SEND {b.uid} still here")).startswith("+OK msg_id=")
     assert MessageLine.parse(await bob.read_line()).text == "still here"
+
+
+async def test_websocket_clients_on_a_gateway_role_chat_with_tcp_clients(
+    server: InProcessCluster,
+) -> None:
+    from tests.integration.test_websocket import WsClient
+
+    registry = server.gateways[1].registry
+    await registry.watch("gateway")  # gateways register their HTTP port too
+    http = registry.instances("gateway")
+    ports = {i.instance_id: int(i.metadata["http"].rsplit(":", 1)[1]) for i in http}
+    assert set(ports) == {"gateway-1", "gateway-2"}
+    tcp = await server.client(gateway=0)
+    a = await tcp.register()
+    ws = await WsClient.connect(ports["gateway-2"])
+    try:
+        assert ws.greeting.startswith("+OK welcome")
+        reply = await ws.cmd(f"REGISTER {unique_name('ws')} secret1")
+        assert reply.startswith("+OK uid=")
+        ws_uid = int(reply.split()[1].split("=")[1])
+        assert (await tcp.cmd(f"SEND {ws_uid} from tcp")).startswith("+OK msg_id=")
+        assert MessageLine.parse(await ws.read_line()).text == "from tcp"
+        assert (await ws.cmd(f"SEND {a.uid} from the browser")).startswith("+OK msg_id=")
+        assert MessageLine.parse(await tcp.read_line()).text == "from the browser"
+    finally:
+        await ws.ws.close()
