@@ -36,6 +36,10 @@ class GatewaySettings(BaseModel):
     max_output_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     # Pipelined commands read ahead of the one being executed.
     max_pending_commands: int = Field(default=1024, ge=1)
+    # Connections beyond this get `-ERR server busy` and are closed.
+    max_connections: int = Field(default=50_000, ge=1)
+    # A connection that has not logged in after this long is closed (0: never).
+    login_timeout_seconds: float = Field(default=60.0, ge=0)
     sync_page_size: int = Field(default=500, ge=1, le=10000)
     pull_page_size: int = Field(default=500, ge=1, le=10000)
     shutdown_grace_seconds: float = Field(default=3.0, ge=0)

@@ -50,6 +50,8 @@ class ErrorCode(StrEnum):
     # server side
     SERVICE_UNAVAILABLE = "service unavailable"
     SERVER_SHUTTING_DOWN = "server shutting down"
+    SERVER_BUSY = "server busy"
+    LOGIN_TIMEOUT = "login timeout"
     INTERNAL = "internal error"
 
 

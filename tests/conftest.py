@@ -67,7 +67,8 @@ class RunningServer:
     def data_dir(self) -> Path:
         return self.settings.data_dir
 
-    async def client(self) -> LineClient:
+    async def client(self, gateway: int = 0) -> LineClient:
+        """A connection to the (only) gateway; ``gateway`` mirrors the cluster's."""
         client = await LineClient.connect(self.host, self.port)
         self.clients.append(client)
         return client

@@ -78,12 +78,19 @@ class Gateway:
         return TcpConnection(self._new_session, self.settings.max_line_bytes, self._greeting)
 
     def _new_session(self, conn: Transport) -> Session:
+        refuse = None
+        if len(self.sessions) >= self.settings.max_connections:
+            logger.warning(
+                "gateway full (%d connections); refusing %s", len(self.sessions), conn.peer
+            )
+            refuse = f"-ERR {ErrorCode.SERVER_BUSY.value}"
         session = Session(
             f"{self.settings.gateway_id}-{next(self._ids)}",
             conn,
             self.settings,
             self.dispatcher.begin,
             self._session_closed,
+            refuse=refuse,
         )
         self.sessions.add(session)
         return session

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
+from mpim.errors import ErrorCode
 from mpim.gateway.ratelimit import TokenBucket
 from mpim.gateway.transport import Transport
 
@@ -55,6 +56,8 @@ class Session:
         settings: GatewaySettings,
         dispatch: LineDispatch,
         on_closed: Callable[[Session], Awaitable[None]],
+        *,
+        refuse: str | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.transport = transport
@@ -84,11 +87,24 @@ class Session:
         self._input_done = False
         self.closed = False
         self._task: asyncio.Task[None] | None = None
+        self._login_timer: asyncio.TimerHandle | None = None
+        self._refuse = refuse
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"session-{self.conn_id}"
-        )
+        """Begin executing commands; a refused session sends its reason and closes."""
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name=f"session-{self.conn_id}")
+        if self._refuse is not None:
+            self.close_with(self._refuse)
+            return
+        timeout = self._settings.login_timeout_seconds
+        if timeout > 0:
+            self._login_timer = loop.call_later(timeout, self._login_expired)
+
+    def _login_expired(self) -> None:
+        if self.uid is None and not self._closing:
+            logger.info("conn %s: closed, no login within the timeout", self.conn_id)
+            self.close_with(f"-ERR {ErrorCode.LOGIN_TIMEOUT.value}")
 
     # -- input (called by the transport) ------------------------------------
 
@@ -205,6 +221,8 @@ class Session:
                 self._write_ready_replies()
 
     async def _finish(self) -> None:
+        if self._login_timer is not None:
+            self._login_timer.cancel()
         try:
             await self._on_closed(self)
         finally:
