@@ -196,9 +196,10 @@ class MessageStore:
         fresh = accepted
         if not fresh:
             return results
-        rawsql.executemany(
+        rawsql.insert_rows(
             conn,
-            "insert_messages",
+            "messages",
+            ("msg_id", "kind", "sender", "target", "conv", "ts_ms", "text", "client_msg_id"),
             [
                 (
                     s.msg_id,
@@ -213,9 +214,9 @@ class MessageStore:
                 for s in fresh
             ],
         )
-        rawsql.executemany(conn, "insert_inbox", inbox_rows)
+        rawsql.insert_rows(conn, "inbox", ("uid", "seq", "msg_id", "delivered"), inbox_rows)
         touched = sorted({row[0] for row in inbox_rows})
-        rawsql.executemany(conn, "set_last_seq", [(last_seq[uid], uid) for uid in touched])
+        rawsql.set_last_seqs(conn, [(uid, last_seq[uid]) for uid in touched])
         return results
 
     def _recipients(self, conn: Connection, fresh: list[StoredMessage]) -> dict[int, list[int]]:
@@ -354,7 +355,7 @@ class MessageStore:
         """Flag (uid, seq) inbox rows as sent to a connection, so PULL skips them."""
 
         def job(conn: Connection) -> None:
-            rawsql.executemany(conn, "mark_delivered", [(True, uid, seq) for uid, seq in marks])
+            rawsql.mark_delivered(conn, marks)
 
         if marks:
             await self._db.write(job)

@@ -1,8 +1,11 @@
-"""Pre-rendered driver SQL for the per-message statements.
+"""Driver SQL for the statements every message pays for, in few round trips.
 
-SQLAlchemy Core costs 2-5x the driver's own time at these batch sizes (see
-docs/architecture.md), so the inserts and updates every message pays for go
-straight to the driver's ``executemany``. Everything else stays in Core.
+SQLAlchemy Core costs 2-5x the driver's own time at these batch sizes, and a
+per-row ``executemany`` is worse for us than it looks: the driver releases
+the GIL around every row, and getting it back from a busy event loop costs up
+to a switch interval (5 ms) each time. So each statement here carries up to
+``CHUNK`` rows: multi-row INSERTs, and UPDATEs keyed by a CASE or an OR list.
+The SQL is plain and portable (SQLite, MySQL/MariaDB, PostgreSQL).
 """
 
 from __future__ import annotations
@@ -12,29 +15,54 @@ from typing import Any, Final
 
 from sqlalchemy import Connection
 
-_STATEMENTS: Final = {
-    "insert_messages": (
-        "INSERT INTO messages (msg_id, kind, sender, target, conv, ts_ms, text, client_msg_id)"
-        " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
-    ),
-    "insert_inbox": "INSERT INTO inbox (uid, seq, msg_id, delivered) VALUES ({p}, {p}, {p}, {p})",
-    "set_last_seq": "UPDATE inbox_state SET last_seq = {p} WHERE uid = {p}",
-    "mark_delivered": "UPDATE inbox SET delivered = {p} WHERE uid = {p} AND seq = {p}",
-}
+CHUNK: Final = 400
 _PLACEHOLDER: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-_rendered: dict[tuple[str, str], str] = {}
 
 
-def executemany(conn: Connection, name: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Run statement ``name`` once per row with the driver's executemany."""
-    if not rows:
-        return
+def _placeholder(conn: Connection) -> str:
     paramstyle = conn.dialect.paramstyle
-    sql = _rendered.get((name, paramstyle))
-    if sql is None:
-        placeholder = _PLACEHOLDER.get(paramstyle)
-        if placeholder is None:
-            raise NotImplementedError(f"driver paramstyle {paramstyle!r} is not supported")
-        sql = _STATEMENTS[name].format(p=placeholder)
-        _rendered[(name, paramstyle)] = sql
-    conn.exec_driver_sql(sql, list(rows))
+    placeholder = _PLACEHOLDER.get(paramstyle)
+    if placeholder is None:
+        raise NotImplementedError(f"driver paramstyle {paramstyle!r} is not supported")
+    return placeholder
+
+
+def _chunks(rows: Sequence[tuple[Any, ...]]) -> list[Sequence[tuple[Any, ...]]]:
+    return [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
+
+
+def insert_rows(
+    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """``INSERT INTO table (columns) VALUES (...), (...), ...`` in chunks."""
+    p = _placeholder(conn)
+    one = "(" + ", ".join([p] * len(columns)) + ")"
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    for chunk in _chunks(rows):
+        params = tuple(value for row in chunk for value in row)
+        conn.exec_driver_sql(head + ", ".join([one] * len(chunk)), params)
+
+
+def set_last_seqs(conn: Connection, last_seq: Sequence[tuple[int, int]]) -> None:
+    """(uid, last_seq) pairs: one UPDATE per chunk, a CASE picking each row's value."""
+    p = _placeholder(conn)
+    for chunk in _chunks(last_seq):
+        cases = " ".join(f"WHEN {p} THEN {p}" for _ in chunk)
+        keys = ", ".join([p] * len(chunk))
+        params = (
+            *(value for uid, seq in chunk for value in (uid, seq)),
+            *(uid for uid, _ in chunk),
+        )
+        conn.exec_driver_sql(
+            f"UPDATE inbox_state SET last_seq = CASE uid {cases} END WHERE uid IN ({keys})",
+            params,
+        )
+
+
+def mark_delivered(conn: Connection, marks: Sequence[tuple[int, int]]) -> None:
+    """(uid, seq) inbox rows flagged delivered: one UPDATE per chunk."""
+    p = _placeholder(conn)
+    for chunk in _chunks(marks):
+        where = " OR ".join(f"(uid = {p} AND seq = {p})" for _ in chunk)
+        params = (True, *(value for uid, seq in chunk for value in (uid, seq)))
+        conn.exec_driver_sql(f"UPDATE inbox SET delivered = {p} WHERE {where}", params)
