@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,7 @@ class _Subscription:
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    confirmations: int = 0
 
 
 class RedisBus:
@@ -71,6 +73,10 @@ class RedisBus:
 
     ``close()`` flushes queued publishes (bounded by ``close_timeout_seconds``)
     and stops every reader; it closes ``redis`` too if ``owns_client``.
+
+    ``on_resubscribed(gateway_id)`` is called when a lost subscription is back:
+    pushes published in between are gone, so the gateway may want to catch
+    its online users up from their inboxes instead of waiting for a SYNC.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class RedisBus:
         key_prefix: str,
         *,
         owns_client: bool = False,
+        on_resubscribed: Callable[[str], None] | None = None,
         max_queued: int = 100_000,
         retry_interval_seconds: float = 1.0,
         reconnect_min_seconds: float = 0.1,
@@ -89,6 +96,7 @@ class RedisBus:
     ) -> None:
         self._redis = redis
         self._owns_client = owns_client
+        self._on_resubscribed = on_resubscribed
         self._prefix = key_prefix
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(max_queued)
         self._writer: asyncio.Task[None] | None = None
@@ -262,9 +270,18 @@ class RedisBus:
             if kind == "message":
                 self._deliver(sub, msg["data"])
             elif kind == "subscribe":
-                sub.subscribed.set()
-                sub.settled.set()
-                sub.breaker.recovered()
+                self._confirmed(sub)
+
+    def _confirmed(self, sub: _Subscription) -> None:
+        sub.subscribed.set()
+        sub.settled.set()
+        sub.breaker.recovered()
+        sub.confirmations += 1
+        if sub.confirmations > 1 and self._on_resubscribed is not None:
+            try:
+                self._on_resubscribed(sub.gateway_id)
+            except Exception:
+                logger.exception("bus: on_resubscribed for %s failed", sub.gateway_id)
 
     def _deliver(self, sub: _Subscription, data: bytes) -> None:
         self.stats.received += 1

@@ -8,7 +8,8 @@ Keys (all under the deployment's ``key_prefix``):
   indexed by gateway, so a gateway's routes can be dropped or checked without
   scanning the keyspace.
 - ``presence:gateways`` - sorted set gateway_id -> heartbeat deadline (ms of
-  Redis' own clock, so the processes' clocks never have to agree).
+  Redis' own clock, so the processes' clocks never have to agree). A gateway
+  is live while its deadline is after Redis' now, expired from then on.
 
 Why a heartbeat per gateway rather than a TTL per route: a gateway that
 crashes must lose its routes, but a live one holds thousands of long-lived
@@ -58,7 +59,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 local count = redis.call('HLEN', KEYS[2])
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 return {added, count, expired}
 """
 
@@ -71,7 +72,7 @@ if ARGV[3] == '1' then
   if not score then return -1 end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if tonumber(score) >= now then return -1 end
+  if tonumber(score) > now then return -1 end
 end
 local index = redis.call('HGETALL', KEYS[2])
 for i = 1, #index, 2 do
