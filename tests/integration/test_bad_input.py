@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import TOPOLOGIES, RunningServer, ServerFactory
+from tests.support.checks import assert_nothing_pending, uid_of, wait_offline
 from tests.support.lineclient import Account, LineClient
 
 pytestmark = TOPOLOGIES
@@ -24,11 +25,6 @@ NO_SUCH_ID = 9_000_000_000
 MAX_ID = 2**63 - 1
 FAST_STORE = {"sqlite_synchronous": "NORMAL"}
 MSG_TEXT = re.compile(r"MSG id=([1-9][0-9]*) from=[0-9]+ ts=[0-9]+ seq=([0-9]+) text=(.*)")
-
-
-def uid_of(client: LineClient) -> int:
-    assert client.account is not None
-    return client.account.uid
 
 
 def msg_id_of(reply: str) -> int:
@@ -62,31 +58,11 @@ async def login(server: RunningServer, account: Account) -> LineClient:
     return client
 
 
-async def wait_offline(observer: LineClient, uid: int) -> None:
-    """Poll STATUS until the server has noticed ``uid``'s connections are gone."""
-    deadline = time.monotonic() + 10.0
-    reply = ""
-    while time.monotonic() < deadline:
-        reply = await observer.cmd(f"STATUS {uid}")
-        if reply == f"+OK uid={uid} online=0":
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"uid {uid} still online: {reply}")
-
-
 def reset(client: LineClient) -> None:
     """Drop the connection abruptly: RST, no FIN, unsent data discarded."""
     sock = client.writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.writer.transport.abort()
-
-
-async def assert_nothing_pending(recipient: LineClient, via: LineClient) -> None:
-    """No push is on its way to ``recipient``: a fresh message from ``via`` is the next
-    line it gets (pushes arrive in seq order, so anything earlier would come first)."""
-    msg_id_of(await via.cmd(f"SEND {uid_of(recipient)} marker"))
-    line = await recipient.read_line()
-    assert line.startswith("MSG ") and line.endswith(" text=marker"), line
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from tests.conftest import TOPOLOGIES, RunningServer
+from tests.support.checks import assert_nothing_pending, uid_of
 from tests.support.lineclient import LineClient
 
 pytestmark = TOPOLOGIES
@@ -19,22 +20,8 @@ NO_SUCH_UID = 9_000_000_000
 NO_SUCH_GID = 9_000_000_000
 
 
-def uid_of(client: LineClient) -> int:
-    assert client.account is not None
-    return client.account.uid
-
-
 def ids(*values: int) -> str:
     return ",".join(str(v) for v in values)
-
-
-async def assert_nothing_pending(recipient: LineClient, via: LineClient) -> None:
-    """No push is on its way to ``recipient``: a fresh message from ``via`` is the next
-    line it gets (pushes arrive in seq order, so anything earlier would come first)."""
-    reply = await via.cmd(f"SEND {uid_of(recipient)} marker")
-    assert reply.startswith("+OK msg_id="), reply
-    line = await recipient.read_line()
-    assert line.startswith("MSG ") and line.endswith(" text=marker"), line
 
 
 async def create_group(client: LineClient, line: str = "CREATEGROUP team") -> int:

@@ -14,6 +14,7 @@ import weakref
 from dataclasses import dataclass
 
 from tests.conftest import TOPOLOGIES, RunningServer, ServerFactory
+from tests.support.checks import assert_nothing_pending, uid_of, wait_offline
 from tests.support.lineclient import LineClient
 
 pytestmark = TOPOLOGIES
@@ -64,11 +65,6 @@ def parse(line: str) -> Msg:
         match["text"],
         group,
     )
-
-
-def uid_of(client: LineClient) -> int:
-    assert client.account is not None
-    return client.account.uid
 
 
 def reply_id(reply: str, key: str = "msg_id") -> int:
@@ -142,26 +138,6 @@ async def login_again(server: RunningServer, client: LineClient) -> LineClient:
     assert reply.startswith(f"+OK uid={client.account.uid} "), reply
     device.account = client.account
     return device
-
-
-async def wait_offline(observer: LineClient, uid: int) -> None:
-    """Poll STATUS until ``uid`` is offline (the server notices a close asynchronously)."""
-    deadline = time.monotonic() + 5.0
-    reply = ""
-    while time.monotonic() < deadline:
-        reply = await observer.cmd(f"STATUS {uid}")
-        if reply == f"+OK uid={uid} online=0":
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"uid {uid} still online: {reply}")
-
-
-async def assert_nothing_pending(recipient: LineClient, via: LineClient) -> None:
-    """No push is on its way to ``recipient``: a fresh message from ``via`` is the next
-    line it gets (pushes arrive in seq order, so anything earlier would come first)."""
-    marker = f"marker {time.monotonic_ns()}"
-    await send(via, recipient, marker)
-    assert parse(await next_push(recipient)).text == marker
 
 
 async def offline_user(server: RunningServer, observer: LineClient) -> LineClient:
