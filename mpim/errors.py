@@ -55,6 +55,14 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal error"
 
 
+def error_code(text: str) -> ErrorCode | None:
+    """The code whose wire text is ``text`` (as it crossed a process boundary)."""
+    try:
+        return ErrorCode(text)
+    except ValueError:
+        return None
+
+
 class MpimError(Exception):
     """A failure the client is told about as ``-ERR <code>``."""
 

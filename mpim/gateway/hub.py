@@ -54,13 +54,6 @@ class SessionHub:
         if not sessions:
             del self._by_uid[uid]
 
-    def sessions_of(self, uid: int) -> list[Session]:
-        return self._by_uid.get(uid, [])
-
-    @property
-    def online_users(self) -> int:
-        return len(self._by_uid)
-
     def on_push(self, batch: push_pb2.PushBatch) -> None:
         """Bus handler: write each message to every local session of its recipients."""
         if self._confirm_marks:

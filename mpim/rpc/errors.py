@@ -11,10 +11,9 @@ from typing import Final
 
 import grpc
 
-from mpim.errors import ErrorCode, MpimError
+from mpim.errors import ErrorCode, MpimError, error_code
 
 BUSINESS_STATUS: Final = grpc.StatusCode.FAILED_PRECONDITION
-_BY_TEXT: Final = {code.value: code for code in ErrorCode}
 
 # Worth trying another instance: the call never ran, or its instance is gone.
 RETRYABLE: Final = frozenset(
@@ -25,7 +24,7 @@ RETRYABLE: Final = frozenset(
 def from_rpc_error(error: grpc.aio.AioRpcError) -> MpimError:
     """The MpimError a failed call stands for."""
     if error.code() == BUSINESS_STATUS:
-        code = _BY_TEXT.get(error.details() or "")
+        code = error_code(error.details() or "")
         if code is not None:
             return MpimError(code)
     return MpimError(ErrorCode.SERVICE_UNAVAILABLE)

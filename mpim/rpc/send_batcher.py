@@ -13,14 +13,13 @@ import contextlib
 import logging
 from typing import Final
 
-from mpim.errors import ErrorCode, MpimError
+from mpim.errors import ErrorCode, MpimError, error_code
 from mpim.proto import message_pb2
 from mpim.proto.clients import MessageServiceClient
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH: Final = 512
-_BY_TEXT: Final = {code.value: code for code in ErrorCode}
 
 
 class BatchingMessageClient(MessageServiceClient):
@@ -62,7 +61,7 @@ class BatchingMessageClient(MessageServiceClient):
                 if future.done():
                     continue
                 if outcome.error:
-                    code = _BY_TEXT.get(outcome.error, ErrorCode.INTERNAL)
+                    code = error_code(outcome.error) or ErrorCode.INTERNAL
                     future.set_exception(MpimError(code))
                 else:
                     future.set_result(outcome.reply)

@@ -48,6 +48,3 @@ class MemoryPresenceService:
             else:
                 del self._routes[uid]
         return _EMPTY
-
-    def online_count(self) -> int:
-        return len(self._routes)

@@ -119,13 +119,6 @@ class UserStore:
 
         await self._db.write(job)
 
-    async def delete_expired_tokens(self, now_ms: int) -> int:
-        def job(conn: Connection) -> int:
-            result = conn.execute(delete(tokens).where(tokens.c.expires_at_ms < now_ms))
-            return int(result.rowcount)
-
-        return await self._db.write(job)
-
     async def add_friendship(self, uid: int, friend_uid: int, now_ms: int) -> bool:
         """Both directions; False when they were already friends."""
 
