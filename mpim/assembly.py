@@ -12,6 +12,7 @@ import logging
 from mpim.bus.base import Bus
 from mpim.cache.base import Cache
 from mpim.config import Settings
+from mpim.metrics.families import StoreMetrics
 from mpim.proto.interfaces import GroupService, PresenceService, UserService
 from mpim.services.group import GroupServiceImpl
 from mpim.services.message import MessageServiceImpl
@@ -26,11 +27,12 @@ from mpim.store.users import UserStore
 logger = logging.getLogger(__name__)
 
 
-def database(settings: Settings) -> Database:
+def database(settings: Settings, metrics: StoreMetrics | None = None) -> Database:
     return Database(
         settings.store_url(),
         sqlite_synchronous=settings.store.sqlite_synchronous,
         max_batch=settings.store.max_batch,
+        metrics=metrics,
     )
 
 

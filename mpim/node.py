@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from mpim import assembly
@@ -28,6 +29,15 @@ from mpim.config import Settings
 from mpim.discovery.base import Instance
 from mpim.discovery.zookeeper import ZooKeeperRegistry
 from mpim.gateway.server import Gateway
+from mpim.metrics.endpoints import OpsEndpoints, OpsHttpServer
+from mpim.metrics.families import (
+    CacheMetrics,
+    GatewayMetrics,
+    RpcMetrics,
+    StoreMetrics,
+)
+from mpim.metrics.grpc_health import HealthMonitor
+from mpim.metrics.health import CHECK_TIMEOUT_SECONDS, Check, Readiness
 from mpim.proto import (
     clients,
     group_pb2,
@@ -72,7 +82,16 @@ class Node:
     instance_id: str
     registry: ZooKeeperRegistry
     address: str = ""
+    # This process's Prometheus registry, and what /readyz checks.
+    metrics: CollectorRegistry = field(
+        default_factory=lambda: CollectorRegistry(auto_describe=True)
+    )
+    readiness: Readiness = field(default_factory=Readiness)
+    rpc_metrics: RpcMetrics = field(init=False)
     _closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rpc_metrics = RpcMetrics(self.metrics)
 
     def on_stop(self, closer: Callable[[], Any]) -> None:
         """Run ``closer`` at stop, in reverse order of registration."""
@@ -92,7 +111,7 @@ class Node:
 def _client_services(node: Node, *, batch_sends: bool = False) -> Services:
     """gRPC clients for the four services, balanced over live instances."""
     deadline = node.settings.rpc.deadline_seconds
-    pools = {role: ChannelPool(role, node.registry) for role in SERVICE_ROLES}
+    pools = {role: ChannelPool(role, node.registry, node.rpc_metrics) for role in SERVICE_ROLES}
     for pool in pools.values():
         node.on_stop(pool.close)
     message: clients.MessageServiceClient
@@ -102,6 +121,9 @@ def _client_services(node: Node, *, batch_sends: bool = False) -> Services:
         message = batcher
     else:
         message = clients.MessageServiceClient(pools["message"], deadline)
+    for role, pool in pools.items():
+        if role != node.role:  # two instances must not make each other unready
+            node.readiness.add(role, _serving_check(pool, _DESCRIPTORS[role].full_name))
     return Services(
         user=clients.UserServiceClient(pools["user"], deadline),
         presence=clients.PresenceServiceClient(pools["presence"], deadline),
@@ -135,7 +157,7 @@ async def start_node(role: str, settings: Settings) -> Node:
 async def _start_service(node: Node) -> None:
     settings = node.settings
     impl = await _build_service(node.role, settings, node)
-    server = RpcServer()
+    server = RpcServer(node.rpc_metrics)
     server.add(impl, _DESCRIPTORS[node.role])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server.grpc_server)
@@ -153,14 +175,28 @@ async def _start_service(node: Node) -> None:
         await server.stop(grace=3.0)
 
     node.on_stop(drain)
+    ops = OpsHttpServer(OpsEndpoints(node.metrics, node.readiness))
+    await ops.start(settings.rpc.host, settings.rpc.metrics_port)
+    node.on_stop(ops.stop)
     instance = Instance(
         service=node.role,
         instance_id=node.instance_id,
         address=node.address,
-        metadata={"pid": str(os.getpid()), "started_ms": str(now_ms())},
+        metadata={
+            "pid": str(os.getpid()),
+            "started_ms": str(now_ms()),
+            "metrics": f"{host}:{ops.port}",
+        },
     )
+    node.readiness.add("registered", _registered_check(node))
     await node.registry.register(instance)
     node.on_stop(lambda: node.registry.deregister(instance))
+    # The gRPC status reflects this instance's own state, not its callees'.
+    monitor = HealthMonitor(
+        node.readiness, health_servicer, (full_name, ""), only=("store", "redis", "registered")
+    )
+    monitor.start()
+    node.on_stop(monitor.stop)
 
 
 async def _start_gateway(node: Node) -> None:
@@ -171,7 +207,15 @@ async def _start_gateway(node: Node) -> None:
     gateway_settings = settings.gateway.model_copy(update={"gateway_id": node.instance_id})
     # Sends travel in SendBatch calls, one in flight, so a connection's
     # pipelined sends still commit in order.
-    gateway = Gateway(gateway_settings, services, bus, pipeline_sends=True, confirm_marks=True)
+    gateway = Gateway(
+        gateway_settings,
+        services,
+        bus,
+        pipeline_sends=True,
+        confirm_marks=True,
+        metrics=GatewayMetrics(node.metrics),
+    )
+    node.readiness.add("redis", lambda: _ping_redis(redis))
     heartbeat = PresenceHeartbeat(
         _presence(settings, node, redis),
         node.instance_id,
@@ -185,6 +229,8 @@ async def _start_gateway(node: Node) -> None:
     await heartbeat.start()
     node.on_stop(heartbeat.stop)
     await gateway.start()
+    if gateway.http is not None:
+        OpsEndpoints(node.metrics, node.readiness).mount(gateway.http)
     node.address = f"{gateway_settings.host}:{gateway.port}"
     node.on_stop(gateway.stop)
     metadata = {"pid": str(os.getpid()), "started_ms": str(now_ms())}
@@ -213,7 +259,7 @@ def _redis(settings: Settings, node: Node) -> Redis:
 def _redis_cache(settings: Settings, node: Node, redis: Redis) -> Cache:
     from mpim.cache.redis import RedisCache
 
-    cache = RedisCache(redis, settings.redis.key_prefix)
+    cache = RedisCache(redis, settings.redis.key_prefix, metrics=CacheMetrics(node.metrics))
     node.on_stop(cache.close)
     return cache
 
@@ -226,14 +272,16 @@ def _build_bus(settings: Settings, node: Node, redis: Redis) -> Bus:
     return bus
 
 
-def _presence(settings: Settings, node: Node, redis: Redis) -> RedisPresenceService:
-    presence = RedisPresenceService(redis, settings.redis.key_prefix)
+def _presence(
+    settings: Settings, node: Node, redis: Redis, metrics: CacheMetrics | None = None
+) -> RedisPresenceService:
+    presence = RedisPresenceService(redis, settings.redis.key_prefix, metrics=metrics)
     node.on_stop(presence.close)
     return presence
 
 
 async def _started_database(settings: Settings, node: Node) -> Database:
-    db = assembly.database(settings)
+    db = assembly.database(settings, StoreMetrics(node.metrics))
     await db.start()
     node.on_stop(db.stop)
     return db
@@ -243,8 +291,10 @@ async def _build_service(role: str, settings: Settings, node: Node) -> object:
     """The implementation object a service role serves over gRPC."""
     redis = _redis(settings, node)
     if role == "presence":
-        return _presence(settings, node, redis)
+        node.readiness.add("redis", lambda: _ping_redis(redis))
+        return _presence(settings, node, redis, CacheMetrics(node.metrics))
     db = await _started_database(settings, node)
+    node.readiness.add("store", db.ping)
     if role == "user":
         hasher = assembly.password_hasher(settings)
         node.on_stop(hasher.close)
@@ -268,6 +318,36 @@ async def _build_service(role: str, settings: Settings, node: Node) -> object:
         node.on_stop(impl.stop)
         return impl
     raise ValueError(f"unknown service role {role!r}")
+
+
+async def _ping_redis(redis: Redis) -> None:
+    await redis.ping()
+
+
+def _registered_check(node: Node) -> Check:
+    async def registered() -> None:
+        if not any(i.instance_id == node.instance_id for i in node.registry.instances(node.role)):
+            raise RuntimeError(f"not registered in ZooKeeper ({node.registry.state})")
+
+    return registered
+
+
+def _serving_check(pool: ChannelPool, service_name: str) -> Check:
+    """Some live instance of the service says SERVING to the standard health check."""
+
+    async def serving() -> None:
+        endpoint = pool.pick()
+        if endpoint is None:
+            raise RuntimeError("no live instance in ZooKeeper")
+        stub = health_pb2_grpc.HealthStub(endpoint.channel)
+        reply = await stub.Check(
+            health_pb2.HealthCheckRequest(service=service_name), timeout=CHECK_TIMEOUT_SECONDS
+        )
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            raise RuntimeError(f"{endpoint.instance_id} is {status}")
+
+    return serving
 
 
 async def serve(role: str, settings: Settings, ready: Callable[[Node], None]) -> int:

@@ -13,6 +13,9 @@ from mpim.bus.local import LocalBus
 from mpim.cache.memory import MemoryCache
 from mpim.config import Settings
 from mpim.gateway.server import Gateway
+from mpim.metrics.endpoints import OpsEndpoints
+from mpim.metrics.families import CacheMetrics, GatewayMetrics, StoreMetrics, new_registry
+from mpim.metrics.health import Readiness
 from mpim.services.bundle import Services
 from mpim.services.presence import MemoryPresenceService
 
@@ -25,18 +28,26 @@ class EmbeddedRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.database = assembly.database(settings)
-        self.cache = MemoryCache(settings.cache.max_entries)
+        # One registry for the process: /metrics on the gateway's HTTP port.
+        self.metrics = new_registry()
+        cache_metrics = CacheMetrics(self.metrics)
+        self.database = assembly.database(settings, StoreMetrics(self.metrics))
+        self.cache = MemoryCache(settings.cache.max_entries, cache_metrics)
         self.bus = LocalBus()
         self.hasher = assembly.password_hasher(settings)
         self.user = assembly.user_service(settings, self.database, self.cache, self.hasher)
-        self.presence = MemoryPresenceService()
+        self.presence = MemoryPresenceService(cache_metrics)
         self.group = assembly.group_service(settings, self.database, self.cache)
         self.message = assembly.message_service(
             settings, self.database, self.user, self.group, self.presence, self.bus
         )
         self.services = Services(self.user, self.presence, self.message, self.group)
-        self.gateway = Gateway(settings.gateway, self.services, self.bus)
+        self.gateway = Gateway(
+            settings.gateway, self.services, self.bus, metrics=GatewayMetrics(self.metrics)
+        )
+        readiness = Readiness()
+        readiness.add("store", self.database.ping)
+        self.ops = OpsEndpoints(self.metrics, readiness)
 
     @property
     def port(self) -> int:
@@ -46,6 +57,8 @@ class EmbeddedRuntime:
         await self.database.start()
         await self.message.start()
         await self.gateway.start()
+        if self.gateway.http is not None:
+            self.ops.mount(self.gateway.http)
 
     async def stop(self) -> None:
         """Gateway first (in-flight sends finish), then the writer, then the store."""

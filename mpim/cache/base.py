@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from mpim.metrics.families import CacheMetrics
+
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class CacheStats:
-    hits: int = 0
-    misses: int = 0
-
-    @property
-    def hit_ratio(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
 
 
 class Cache(Protocol):
     """Bytes in, bytes out, so memory and Redis behave the same."""
 
-    stats: CacheStats
+    metrics: CacheMetrics
 
     async def get(self, key: str) -> bytes | None: ...
 
@@ -40,12 +30,16 @@ async def cache_aside(
     encode: Callable[[T], bytes],
     decode: Callable[[bytes], T],
 ) -> T | None:
-    """Read through the cache; the Store stays the truth. None is not cached."""
+    """Read through the cache; the Store stays the truth. None is not cached.
+
+    Counted by key kind: ``user:friends:5`` is a ``user:friends`` lookup.
+    """
     raw = await cache.get(key)
+    kind = key.rpartition(":")[0]
     if raw is not None:
-        cache.stats.hits += 1
+        cache.metrics.lookup(kind, hit=True)
         return decode(raw)
-    cache.stats.misses += 1
+    cache.metrics.lookup(kind, hit=False)
     value = await load()
     if value is not None:
         await cache.set(key, encode(value), ttl_seconds)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from mpim.cache.base import CacheStats
+from mpim.metrics.families import CacheMetrics
 
 
 class MemoryCache:
     """Bounded by entry count; expired entries are dropped when read."""
 
-    def __init__(self, max_entries: int = 200_000) -> None:
+    def __init__(self, max_entries: int = 200_000, metrics: CacheMetrics | None = None) -> None:
         self._max = max_entries
         self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self.stats = CacheStats()
+        self.metrics = metrics if metrics is not None else CacheMetrics()
 
     async def get(self, key: str) -> bytes | None:
         entry = self._data.get(key)

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
-from mpim.cache.base import CacheStats
+from mpim.metrics.families import CacheMetrics
 from mpim.redisconn import REDIS_ERRORS, Breaker, drop_idle_connections
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class RedisCache:
         owns_client: bool = False,
         retry_interval_seconds: float = 1.0,
         max_pending_deletes: int = 10_000,
+        metrics: CacheMetrics | None = None,
     ) -> None:
         self._redis = redis
         self._owns_client = owns_client
@@ -69,7 +70,7 @@ class RedisCache:
         self._pending: dict[str, int] = {}
         self._stamps = itertools.count()
         self._flush_needed = False
-        self.stats = CacheStats()
+        self.metrics = metrics if metrics is not None else CacheMetrics()
         self.breaker = Breaker("cache", logger, retry_interval_seconds)
 
     @property

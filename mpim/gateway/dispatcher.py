@@ -36,6 +36,11 @@ class Step:
 
 
 _IGNORED = Step()
+# The command label of lines that never became a command (bad UTF-8, unknown
+# name): bounded, whatever a client sends.
+_UNPARSED = "-"
+_LOGINS = frozenset({c.Register.NAME, c.Login.NAME, c.Auth.NAME})
+_SENDS = frozenset({c.Send.NAME, c.SendGroup.NAME})
 
 
 class Dispatcher:
@@ -43,6 +48,7 @@ class Dispatcher:
         self._ctx = ctx
         self._limits = ParseLimits(max_text_bytes=ctx.settings.max_text_bytes)
         self._pipeline_sends = pipeline_sends
+        self._metrics = ctx.metrics
         self.commands = 0
         self.errors = 0
 
@@ -51,36 +57,52 @@ class Dispatcher:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return self._error(ErrorCode.INVALID_UTF8)
+            return self._error(ErrorCode.INVALID_UTF8, _UNPARSED)
         if not text.strip(" "):
             return _IGNORED  # empty and blank lines are ignored
         if "\x00" in text:
-            return self._error(ErrorCode.INVALID_CHARACTER)
+            return self._error(ErrorCode.INVALID_CHARACTER, _UNPARSED)
         self.commands += 1
+        name = _UNPARSED
         try:
             cid, command_type, rest = split_command(text)
+            name = command_type.NAME
             if command_type.NEEDS_LOGIN and session.uid is None:
                 raise MpimError(ErrorCode.NOT_LOGIN)
             if not session.rate.take():
+                self._metrics.rate_limited.inc()
                 raise MpimError(ErrorCode.RATE_LIMITED)
             command = command_type.parse(rest, self._limits)
         except MpimError as exc:
-            return self._error(exc.code)
+            return self._error(exc.code, name)
         handler = HANDLERS[command_type]
-        logger.debug("conn %s uid=%s %s", session.conn_id, session.uid, command_type.NAME)
+        logger.debug("conn %s uid=%s %s", session.conn_id, session.uid, name)
 
         async def call() -> str | None:
             try:
-                return await handler(self._ctx, session, command, cid)
+                reply = await handler(self._ctx, session, command, cid)
             except MpimError as exc:
-                return self._error(exc.code).reply
+                return self._error(exc.code, name).reply
             except Exception:
-                logger.exception("conn %s: %s failed", session.conn_id, command_type.NAME)
-                return self._error(ErrorCode.INTERNAL).reply
+                logger.exception("conn %s: %s failed", session.conn_id, name)
+                return self._error(ErrorCode.INTERNAL, name).reply
+            self._count(name, "ok")
+            return reply
 
         pipelinable = self._pipeline_sends and command_type in _PIPELINABLE
         return Step(call=call, pipelinable=pipelinable)
 
-    def _error(self, code: ErrorCode) -> Step:
+    def _error(self, code: ErrorCode, name: str) -> Step:
         self.errors += 1
+        self._count(name, code.value)
         return Step(reply=f"-ERR {code.value}")
+
+    def _count(self, name: str, outcome: str) -> None:
+        """Commands by outcome; logins and accepted messages also on their own."""
+        metrics = self._metrics
+        metrics.command(name, outcome)
+        if name in _SENDS:
+            if outcome == "ok":
+                metrics.sent.inc()
+        elif name in _LOGINS:
+            metrics.logins.labels(name, outcome).inc()

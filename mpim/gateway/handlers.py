@@ -16,6 +16,7 @@ from mpim.config import GatewaySettings
 from mpim.errors import ErrorCode, MpimError
 from mpim.gateway.hub import SessionHub
 from mpim.gateway.session import Session
+from mpim.metrics.families import GatewayMetrics
 from mpim.proto import common_pb2, group_pb2, message_pb2, presence_pb2, user_pb2
 from mpim.protocol import commands as c
 from mpim.protocol.messages import format_message
@@ -32,6 +33,7 @@ class GatewayContext:
     hub: SessionHub
     settings: GatewaySettings
     gateway_id: str
+    metrics: GatewayMetrics
 
 
 C = TypeVar("C", bound=c.Command)
@@ -154,6 +156,7 @@ async def pull(ctx: GatewayContext, s: Session, cmd: c.Pull, cid: str | None) ->
                 message_pb2.PullRequest(uid=_uid(s), limit=ctx.settings.pull_page_size)
             )
             s.write_message_lines(_lines(batch.messages))
+            ctx.metrics.pulled.inc(len(batch.messages))
             if not batch.more or s.closed:
                 break
         s.write_line("+OK pull_done")
@@ -169,6 +172,7 @@ async def sync(ctx: GatewayContext, s: Session, cmd: c.Sync, cid: str | None) ->
     )
     with s.holding_pushes():
         s.write_message_lines(_lines(reply.messages))
+        ctx.metrics.pulled.inc(len(reply.messages))
         more = " more=1" if reply.more else ""
         s.write_line(f"+OK sync_done seq={reply.last_seq}{more}")
     return None
@@ -185,6 +189,7 @@ async def history(ctx: GatewayContext, s: Session, cmd: c.History, cid: str | No
     reply = await ctx.services.message.History(request)
     with s.holding_pushes():
         s.write_lines([format_message(m, m.seq) for m in reply.messages])
+        ctx.metrics.pulled.inc(len(reply.messages))
         s.write_line("+OK history_done")
     return None
 

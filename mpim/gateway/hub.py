@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from mpim.gateway.session import Session
+from mpim.metrics.families import GatewayMetrics
 from mpim.proto import message_pb2, push_pb2
 from mpim.proto.interfaces import MessageService
 from mpim.protocol.messages import format_message
@@ -32,8 +34,15 @@ _MARK_FLUSH_SIZE = 5000
 
 
 class SessionHub:
-    def __init__(self, messages: MessageService, *, confirm_marks: bool = False) -> None:
+    def __init__(
+        self,
+        messages: MessageService,
+        *,
+        confirm_marks: bool = False,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self._messages = messages
+        self._metrics = metrics if metrics is not None else GatewayMetrics()
         self._by_uid: dict[int, list[Session]] = {}
         self._marks: list[tuple[int, int]] = []
         self._flush_task: asyncio.Task[None] | None = None
@@ -85,8 +94,12 @@ class SessionHub:
                 self._write(batch, record=False)
 
     def _write(self, batch: push_pb2.PushBatch, *, record: bool = True) -> None:
+        now_ms = time.time() * 1000
+        delivered_count = 0
+        latency = self._metrics.push_latency
         for delivery in batch.deliveries:
             message = delivery.message
+            delivered_before = delivered_count
             for recipient in delivery.recipients:
                 sessions = self._by_uid.get(recipient.uid)
                 if not sessions:
@@ -96,9 +109,16 @@ class SessionHub:
                 for session in list(sessions):
                     delivered = session.push(recipient.seq, line) or delivered
                 if delivered:
-                    self.pushed += 1
+                    delivered_count += 1
                     if record:
                         self._marks.append((recipient.uid, recipient.seq))
+            if delivered_count > delivered_before:
+                # One observation per message (not per recipient): a 1,000-member
+                # fan-out would otherwise cost 1,000 histogram updates.
+                latency.observe(max(0.0, now_ms - message.ts_ms) / 1000)
+        if delivered_count:
+            self.pushed += delivered_count
+            self._metrics.delivered.inc(delivered_count)
 
     def _schedule_flush(self) -> None:
         if self._flush_task is None or self._flush_task.done():

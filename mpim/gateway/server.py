@@ -17,6 +17,7 @@ from mpim.gateway.hub import SessionHub
 from mpim.gateway.session import Session
 from mpim.gateway.tcp import TcpConnection
 from mpim.gateway.transport import Transport
+from mpim.metrics.families import GatewayMetrics
 from mpim.services.bundle import Services
 
 logger = logging.getLogger(__name__)
@@ -33,16 +34,19 @@ class Gateway:
         *,
         pipeline_sends: bool = True,
         confirm_marks: bool = False,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         """``pipeline_sends``: the message service commits sends in submission
         order, so one connection's sends may overlap. ``confirm_marks``: other
         gateways serve the same users (see SessionHub)."""
         self.settings = settings
         self._bus = bus
-        self.hub = SessionHub(services.message, confirm_marks=confirm_marks)
-        self.ctx = GatewayContext(services, self.hub, settings, settings.gateway_id)
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
+        self.hub = SessionHub(services.message, confirm_marks=confirm_marks, metrics=self.metrics)
+        self.ctx = GatewayContext(services, self.hub, settings, settings.gateway_id, self.metrics)
         self.dispatcher = Dispatcher(self.ctx, pipeline_sends=pipeline_sends)
         self.sessions: set[Session] = set()
+        self.metrics.track_connections(lambda: len(self.sessions))
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._greeting = f"+OK welcome mpim {__version__}"
@@ -93,10 +97,13 @@ class Gateway:
             refuse=refuse,
         )
         self.sessions.add(session)
+        self.metrics.connections.labels(conn.kind).inc()
         return session
 
     async def _session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
+        if session.dropped_slow:
+            self.metrics.slow_consumer_disconnects.inc()
         try:
             await detach(self.ctx, session)
         except Exception:

@@ -49,6 +49,9 @@ class _CloseWith:
 class Session:
     """A connected client: login state, ordered command execution, output."""
 
+    # Set on the instance only when it happens: the gateway counts it at close.
+    dropped_slow = False
+
     def __init__(
         self,
         conn_id: str,
@@ -346,6 +349,7 @@ class Session:
             self.uid,
             unsent,
         )
+        self.dropped_slow = True
         self.closed = True
         self._closing = True
         self._out.clear()

@@ -20,6 +20,8 @@ SessionFactory = Callable[["TcpConnection"], Session]
 class TcpConnection(asyncio.Protocol):
     """Frames bytes into lines (bounded) and implements the session's Transport."""
 
+    kind = "tcp"
+
     def __init__(self, make_session: SessionFactory, max_line_bytes: int, greeting: str) -> None:
         self._make_session = make_session
         self._splitter = LineSplitter(max_line_bytes)

@@ -8,6 +8,9 @@ from typing import Protocol
 class Transport(Protocol):
     """A byte pipe to one client; writes never block."""
 
+    # "tcp" or "websocket": a metrics label.
+    kind: str
+
     def write(self, data: bytes) -> None: ...
 
     def close(self) -> None: ...

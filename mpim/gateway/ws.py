@@ -83,6 +83,8 @@ class WebSocketTransport:
     connection is closed, which is when websockets expects its handler to end.
     """
 
+    kind = "websocket"
+
     def __init__(self, conn: MpimServerConnection, max_line_bytes: int) -> None:
         self._conn = conn
         self._splitter = LineSplitter(max_line_bytes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TypeVar
 
 import grpc
@@ -34,6 +35,18 @@ class RpcCaller:
         self.failures = 0
 
     async def _invoke(self, method: str, path: str, request: Message, reply_cls: type[R]) -> R:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await self._attempts(method, path, request, reply_cls)
+        except MpimError as exc:
+            outcome = exc.code.value
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self._pool.metrics.observe(False, self._pool.service, method, outcome, elapsed)
+
+    async def _attempts(self, method: str, path: str, request: Message, reply_cls: type[R]) -> R:
         self.calls += 1
         attempts = 2 if method in self.IDEMPOTENT else 1
         tried: str | None = None

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import grpc
 
+from mpim.metrics.families import RpcMetrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -64,9 +66,13 @@ class Endpoint:
 
 
 class ChannelPool:
-    def __init__(self, service: str, source: InstanceSource) -> None:
+    def __init__(
+        self, service: str, source: InstanceSource, metrics: RpcMetrics | None = None
+    ) -> None:
         self.service = service
         self._source = source
+        # Shared by every pool of a process: one latency family per caller.
+        self.metrics = metrics if metrics is not None else RpcMetrics()
         self._endpoints: dict[str, Endpoint] = {}
         self._turn = itertools.count()
         # instance id -> monotonic time until which it is skipped

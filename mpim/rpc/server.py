@@ -8,6 +8,7 @@ calls directly is what the network reaches.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
 from mpim.errors import MpimError
+from mpim.metrics.families import RpcMetrics
 from mpim.rpc.errors import BUSINESS_STATUS
 
 logger = logging.getLogger(__name__)
@@ -24,30 +26,43 @@ logger = logging.getLogger(__name__)
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
 
 
-def _behavior(method: MethodDescriptor, fn: Callable[[Any], Awaitable[Message]]) -> Behavior:
+def _behavior(
+    method: MethodDescriptor, fn: Callable[[Any], Awaitable[Message]], metrics: RpcMetrics
+) -> Behavior:
+    service = method.containing_service.name
+
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        started = time.perf_counter()
+        outcome = "ok"
         try:
             return await fn(request)
         except MpimError as exc:
+            outcome = exc.code.value
             await context.abort(BUSINESS_STATUS, exc.code.value)
             raise  # unreachable: abort raises
         except Exception:
+            outcome = "internal"
             logger.exception("%s failed", method.full_name)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             raise
+        finally:
+            metrics.observe(True, service, method.name, outcome, time.perf_counter() - started)
 
     return call
 
 
-def service_handler(impl: object, service: ServiceDescriptor) -> grpc.GenericRpcHandler:
+def service_handler(
+    impl: object, service: ServiceDescriptor, metrics: RpcMetrics | None = None
+) -> grpc.GenericRpcHandler:
     """A generic handler routing every method of ``service`` to ``impl``."""
+    metrics = metrics if metrics is not None else RpcMetrics()
     handlers = {}
     for method in service.methods:
         fn = getattr(impl, method.name)
         request_cls = message_factory.GetMessageClass(method.input_type)
         reply_cls = message_factory.GetMessageClass(method.output_type)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _behavior(method, fn),
+            _behavior(method, fn, metrics),
             request_deserializer=request_cls.FromString,
             response_serializer=reply_cls.SerializeToString,
         )
@@ -57,7 +72,8 @@ def service_handler(impl: object, service: ServiceDescriptor) -> grpc.GenericRpc
 class RpcServer:
     """One grpc.aio server hosting one or more services."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: RpcMetrics | None = None) -> None:
+        self.metrics = metrics if metrics is not None else RpcMetrics()
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -67,7 +83,7 @@ class RpcServer:
         self.port = 0
 
     def add(self, impl: object, service: ServiceDescriptor) -> None:
-        self._server.add_generic_rpc_handlers((service_handler(impl, service),))
+        self._server.add_generic_rpc_handlers((service_handler(impl, service, self.metrics),))
 
     def add_handler(self, handler: grpc.GenericRpcHandler) -> None:
         self._server.add_generic_rpc_handlers((handler,))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mpim.metrics.families import CacheMetrics, count_route_lookups
 from mpim.proto import common_pb2, presence_pb2
 
 _EMPTY = common_pb2.Empty()
@@ -14,8 +15,9 @@ class MemoryPresenceService:
     offline, which is the truth since their connections died with it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: CacheMetrics | None = None) -> None:
         self._routes: dict[int, set[tuple[str, str]]] = {}
+        self.metrics = metrics if metrics is not None else CacheMetrics()
 
     async def Connect(self, request: presence_pb2.ConnectionRef) -> common_pb2.Empty:
         self._routes.setdefault(request.uid, set()).add((request.gateway_id, request.conn_id))
@@ -33,11 +35,18 @@ class MemoryPresenceService:
         self, request: presence_pb2.GetRoutesRequest
     ) -> presence_pb2.GetRoutesReply:
         reply = presence_pb2.GetRoutesReply()
+        hits = misses = 0
         for uid in dict.fromkeys(request.uids):
-            for gateway_id, conn_id in sorted(self._routes.get(uid, ())):
+            routes = self._routes.get(uid)
+            if not routes:
+                misses += 1
+                continue
+            hits += 1
+            for gateway_id, conn_id in sorted(routes):
                 reply.routes.append(
                     presence_pb2.ConnectionRef(uid=uid, gateway_id=gateway_id, conn_id=conn_id)
                 )
+        count_route_lookups(self.metrics, hits, misses)
         return reply
 
     async def DropGateway(self, request: presence_pb2.DropGatewayRequest) -> common_pb2.Empty:

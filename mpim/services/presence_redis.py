@@ -42,6 +42,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from mpim.metrics.families import CacheMetrics, count_route_lookups
 from mpim.proto import common_pb2, presence_pb2
 from mpim.redisconn import REDIS_ERRORS, Breaker, drop_idle_connections
 
@@ -103,9 +104,11 @@ class RedisPresenceService:
         owns_client: bool = False,
         gateway_ttl_seconds: float = 15.0,
         retry_interval_seconds: float = 1.0,
+        metrics: CacheMetrics | None = None,
     ) -> None:
         self._redis = redis
         self._owns_client = owns_client
+        self.metrics = metrics if metrics is not None else CacheMetrics()
         self._route_prefix = f"{key_prefix}presence:route:"
         self._index_prefix = f"{key_prefix}presence:gateway:"
         self._gateways = f"{key_prefix}presence:gateways"
@@ -158,15 +161,20 @@ class RedisPresenceService:
                 pipe.hgetall(self.route_key(uid))
             results = await self._guarded(pipe.execute, "get routes")
         if results is None:
+            count_route_lookups(self.metrics, 0, len(uids))
             return reply
         (seconds, micros), deadlines, *hashes = results
         now_ms = seconds * 1000 + micros // 1000
         live = {_text(gw) for gw, deadline in deadlines if deadline > now_ms}
+        found = 0
         for uid, routes in zip(uids, hashes, strict=True):
             pairs = sorted((_text(gw), _text(conn)) for conn, gw in routes.items())
+            before = len(reply.routes)
             for gateway_id, conn_id in pairs:
                 if gateway_id in live:
                     reply.routes.add(uid=uid, gateway_id=gateway_id, conn_id=conn_id)
+            found += len(reply.routes) > before
+        count_route_lookups(self.metrics, found, len(uids) - found)
         return reply
 
     async def DropGateway(self, request: presence_pb2.DropGatewayRequest) -> common_pb2.Empty:

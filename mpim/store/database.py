@@ -25,6 +25,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from mpim.errors import MpimError
+from mpim.metrics.families import StoreMetrics
 from mpim.store.schema import migrate
 
 logger = logging.getLogger(__name__)
@@ -66,8 +68,10 @@ class Database:
         sqlite_synchronous: str = "FULL",
         max_batch: int = 1000,
         read_threads: int = 4,
+        metrics: StoreMetrics | None = None,
     ) -> None:
         self.url = url
+        self.metrics = metrics if metrics is not None else StoreMetrics()
         self._sqlite_synchronous = sqlite_synchronous
         self._max_batch = max_batch
         self._read_threads = read_threads
@@ -167,6 +171,10 @@ class Database:
         with self.engine.connect() as conn:
             return job(conn)
 
+    async def ping(self) -> None:
+        """Raises unless the store answers a trivial query (readiness checks)."""
+        await self.read(_select_one)
+
     async def write(self, job: Callable[[Connection], T]) -> T:
         """Run ``job`` in the writer's next transaction; returns after commit."""
         if self._writer is None or self._loop is None:
@@ -193,7 +201,10 @@ class Database:
                     stopping = True
                     break
                 batch.append(item)
+            started = time.perf_counter()
             self._commit_batch(batch)
+            self.metrics.commit_latency.observe(time.perf_counter() - started)
+            self.metrics.batch_size.observe(len(batch))
 
     def _commit_batch(self, batch: list[_Pending], conflicts: int = 0) -> None:
         assert self._write_engine is not None
@@ -208,6 +219,8 @@ class Database:
                     time.sleep(0.005 * (conflicts + 1))
                     self._commit_batch(batch, conflicts + 1)
                     return
+                if not isinstance(exc, MpimError):  # a refusal is an answer, not a fault
+                    self.metrics.write_errors.inc()
                 self._resolve([(batch[0], None, exc)])
                 return
             logger.debug("batch of %d failed (%r); retrying jobs one by one", len(batch), exc)
@@ -265,3 +278,7 @@ def ensure_database(url: str) -> None:
     else:
         return
     engine.dispose()
+
+
+def _select_one(conn: Connection) -> None:
+    conn.execute(text("SELECT 1"))

@@ -1,0 +1,1 @@
+"""Prometheus metrics: what each part counts, and how they are served."""
