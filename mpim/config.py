@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,12 @@ class GatewaySettings(BaseModel):
     max_connections: int = Field(default=50_000, ge=1)
     # A connection that has not logged in after this long is closed (0: never).
     login_timeout_seconds: float = Field(default=60.0, ge=0)
+    # Dead peers: TCP keepalive probes start after this much silence and a
+    # peer that misses 3 (10 s apart) is dropped by the kernel (0: off).
+    tcp_keepalive_seconds: float = Field(default=30.0, ge=0)
+    # A logged-in connection that sends nothing, not even PING, for this long
+    # gets `-ERR idle timeout` and is closed (0: never; clients PING to stay).
+    idle_timeout_seconds: float = Field(default=0.0, ge=0)
     sync_page_size: int = Field(default=500, ge=1, le=10000)
     pull_page_size: int = Field(default=500, ge=1, le=10000)
     shutdown_grace_seconds: float = Field(default=3.0, ge=0)
@@ -110,7 +116,30 @@ class RpcSettings(BaseModel):
     # What peers are told to dial; defaults to host.
     advertise_host: str = ""
     deadline_seconds: float = Field(default=5.0, gt=0)
+    # /metrics, /healthz and /readyz of a service process (on ``host``); 0
+    # picks a free port, published in ZooKeeper as the ``metrics`` metadata.
     metrics_port: int = Field(default=0, ge=0, le=65535)
+
+
+class LogSettings(BaseModel):
+    """Structured log lines (mpim/logs.py): their format and where they go.
+
+    ``mpim cluster`` sets ``file`` (and the rotation) per process through
+    ``MPIM_LOG__*`` so each process has its own ``<logs_dir>/<instance>.log``.
+    """
+
+    format: Literal["kv", "json"] = "kv"
+    # A size-rotated file, in addition to stderr (or instead: stderr = false).
+    file: Path | None = None
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)  # 0: never rotate
+    backups: int = Field(default=5, ge=0, le=100)
+    stderr: bool = True
+
+    @field_validator("file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """``MPIM_LOG__FILE=`` (empty) means no file, not the current directory."""
+        return None if value == "" else value
 
 
 class Settings(BaseSettings):
@@ -120,6 +149,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("mpim-data")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    log: LogSettings = LogSettings()
     use_uvloop: bool = True
     gateway: GatewaySettings = GatewaySettings()
     store: StoreSettings = StoreSettings()

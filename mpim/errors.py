@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     SERVER_SHUTTING_DOWN = "server shutting down"
     SERVER_BUSY = "server busy"
     LOGIN_TIMEOUT = "login timeout"
+    IDLE_TIMEOUT = "idle timeout"
     INTERNAL = "internal error"
 
 

@@ -82,6 +82,8 @@ class Node:
     instance_id: str
     registry: ZooKeeperRegistry
     address: str = ""
+    # host:port of /metrics, /healthz and /readyz ("" if not served).
+    ops_address: str = ""
     # This process's Prometheus registry, and what /readyz checks.
     metrics: CollectorRegistry = field(
         default_factory=lambda: CollectorRegistry(auto_describe=True)
@@ -178,6 +180,7 @@ async def _start_service(node: Node) -> None:
     ops = OpsHttpServer(OpsEndpoints(node.metrics, node.readiness))
     await ops.start(settings.rpc.host, settings.rpc.metrics_port)
     node.on_stop(ops.stop)
+    node.ops_address = f"{host}:{ops.port}"
     instance = Instance(
         service=node.role,
         instance_id=node.instance_id,
@@ -185,7 +188,7 @@ async def _start_service(node: Node) -> None:
         metadata={
             "pid": str(os.getpid()),
             "started_ms": str(now_ms()),
-            "metrics": f"{host}:{ops.port}",
+            "metrics": node.ops_address,
         },
     )
     node.readiness.add("registered", _registered_check(node))
@@ -235,7 +238,8 @@ async def _start_gateway(node: Node) -> None:
     node.on_stop(gateway.stop)
     metadata = {"pid": str(os.getpid()), "started_ms": str(now_ms())}
     if gateway.http is not None:
-        metadata["http"] = f"{gateway_settings.http_host}:{gateway.http_port}"
+        node.ops_address = f"{gateway_settings.http_host}:{gateway.http_port}"
+        metadata["http"] = node.ops_address
     instance = Instance(
         service="gateway",
         instance_id=node.instance_id,
@@ -298,7 +302,10 @@ async def _build_service(role: str, settings: Settings, node: Node) -> object:
     if role == "user":
         hasher = assembly.password_hasher(settings)
         node.on_stop(hasher.close)
-        return assembly.user_service(settings, db, _redis_cache(settings, node, redis), hasher)
+        user = assembly.user_service(settings, db, _redis_cache(settings, node, redis), hasher)
+        await user.start()
+        node.on_stop(user.stop)  # before db.stop: closers run in reverse
+        return user
     if role == "group":
         return assembly.group_service(settings, db, _redis_cache(settings, node, redis))
     if role == "message":

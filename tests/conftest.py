@@ -67,6 +67,13 @@ class RunningServer:
     def data_dir(self) -> Path:
         return self.settings.data_dir
 
+    def ops_urls(self) -> dict[str, str]:
+        """Base URL of /metrics, /healthz and /readyz: the gateway's HTTP port."""
+        return {"embedded": f"http://127.0.0.1:{self.runtime.gateway.http_port}"}
+
+    def gateway_ops_urls(self) -> list[str]:
+        return list(self.ops_urls().values())
+
     async def client(self, gateway: int = 0) -> LineClient:
         """A connection to the (only) gateway; ``gateway`` mirrors the cluster's."""
         client = await LineClient.connect(self.host, self.port)

@@ -49,6 +49,7 @@ class Gateway:
         self.metrics.track_connections(lambda: len(self.sessions))
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
+        self._idle_sweeper: asyncio.Task[None] | None = None
         self._greeting = f"+OK welcome mpim {__version__}"
         # WebSocket at /ws and the web client (settings.http_enabled).
         self.http: HttpServer | None = None
@@ -77,9 +78,35 @@ class Gateway:
         if self.settings.http_enabled:
             self.http = HttpServer(self.settings, self._new_session, self._greeting)
             await self.http.start()
+        if self.settings.idle_timeout_seconds > 0:
+            self._idle_sweeper = loop.create_task(self._sweep_idle(), name="mpim-idle-sweep")
+
+    async def _sweep_idle(self) -> None:
+        """Close logged-in connections silent for a whole timeout.
+
+        One task for all connections rather than a timer each: a sweep every
+        half timeout, and a session silent for two sweeps in a row is closed,
+        so a silent client goes after between 1 and 1.5 timeouts.
+        """
+        notice = f"-ERR {ErrorCode.IDLE_TIMEOUT.value}"
+        while True:
+            await asyncio.sleep(self.settings.idle_timeout_seconds / 2)
+            for session in list(self.sessions):
+                if session.uid is None:
+                    continue  # the login timeout covers these
+                session.idle_sweeps += 1
+                if session.idle_sweeps >= 2:
+                    logger.info("conn %s uid=%s: idle timeout", session.conn_id, session.uid)
+                    session.close_with(notice)
 
     def _make_protocol(self) -> TcpConnection:
-        return TcpConnection(self._new_session, self.settings.max_line_bytes, self._greeting)
+        settings = self.settings
+        return TcpConnection(
+            self._new_session,
+            settings.max_line_bytes,
+            self._greeting,
+            settings.tcp_keepalive_seconds,
+        )
 
     def _new_session(self, conn: Transport) -> Session:
         refuse = None
@@ -111,6 +138,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight commands finish, tell clients, close."""
+        if self._idle_sweeper is not None:
+            self._idle_sweeper.cancel()
         if self._server is not None:
             self._server.close()
         if self.http is not None:

@@ -51,6 +51,8 @@ class Session:
 
     # Set on the instance only when it happens: the gateway counts it at close.
     dropped_slow = False
+    # Idle sweeps (Gateway) since this connection last sent anything.
+    idle_sweeps = 0
 
     def __init__(
         self,
@@ -114,6 +116,7 @@ class Session:
     def feed(self, lines: list[bytes]) -> None:
         if self._closing:
             return
+        self.idle_sweeps = 0
         self._lines.extend(lines)
         self._wakeup.set()
         if len(self._lines) >= self._settings.max_pending_commands and not self._reading_paused:

@@ -22,8 +22,15 @@ class TcpConnection(asyncio.Protocol):
 
     kind = "tcp"
 
-    def __init__(self, make_session: SessionFactory, max_line_bytes: int, greeting: str) -> None:
+    def __init__(
+        self,
+        make_session: SessionFactory,
+        max_line_bytes: int,
+        greeting: str,
+        keepalive_seconds: float = 0.0,
+    ) -> None:
         self._make_session = make_session
+        self._keepalive = keepalive_seconds
         self._splitter = LineSplitter(max_line_bytes)
         self._greeting = greeting
         self._transport: asyncio.Transport | None = None
@@ -39,6 +46,8 @@ class TcpConnection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._keepalive > 0:
+                enable_keepalive(sock, self._keepalive)
         peer: Any = transport.get_extra_info("peername")
         if peer:
             self._peer = f"{peer[0]}:{peer[1]}"
@@ -105,3 +114,16 @@ class TcpConnection(asyncio.Protocol):
     @property
     def peer(self) -> str:
         return self._peer
+
+
+KEEPALIVE_INTERVAL_SECONDS = 10
+KEEPALIVE_PROBES = 3
+
+
+def enable_keepalive(sock: socket.socket, idle_seconds: float) -> None:
+    """Let the kernel find dead peers: a crashed client host never sends a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the system defaults apply
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, round(idle_seconds)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECONDS)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)

@@ -29,7 +29,7 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message
 def _behavior(
     method: MethodDescriptor, fn: Callable[[Any], Awaitable[Message]], metrics: RpcMetrics
 ) -> Behavior:
-    service = method.containing_service.name
+    service = method.containing_service.name.removesuffix("Service").lower()  # as callers name it
 
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         started = time.perf_counter()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
+
 from tests.conftest import TOPOLOGIES, ServerFactory
 
 pytestmark = TOPOLOGIES
@@ -39,3 +43,52 @@ async def test_a_connection_that_never_logs_in_is_closed_after_the_timeout(
     user = await server.user()
     assert await idle.expect_closed(timeout=10) == ["-ERR login timeout"]
     assert await user.cmd("PING") == "+OK pong"  # logged in: kept
+
+
+async def test_a_silent_logged_in_connection_is_closed_after_the_idle_timeout(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(gateway={"idle_timeout_seconds": 1.0})
+    silent = await server.user()
+    chatty = await server.user()
+
+    async def keep_pinging() -> None:
+        while True:
+            assert await chatty.cmd("PING") == "+OK pong"
+            await asyncio.sleep(0.2)
+
+    pinger = asyncio.create_task(keep_pinging())
+    try:
+        assert await silent.expect_closed(timeout=10) == ["-ERR idle timeout"]
+        assert not pinger.done()  # PINGs kept the other one open throughout
+    finally:
+        pinger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pinger
+    assert await chatty.cmd("PING") == "+OK pong"
+
+
+async def test_client_sockets_have_tcp_keepalive_for_dead_peers(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(gateway={"tcp_keepalive_seconds": 45})
+    client = await server.user()
+    assert await client.cmd("PING") == "+OK pong"
+    port = server.port if not hasattr(server, "gateway_ports") else server.gateway_ports[0]
+    out = ""
+    for _ in range(50):  # until the reply's ACK is in and the keepalive timer runs
+        ss = await asyncio.create_subprocess_exec(
+            "ss",
+            "-tnoH",
+            "state",
+            "established",
+            f"( sport = :{port} )",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out = (await ss.communicate())[0].decode()
+        # e.g. "timer:(keepalive,44sec,0)": the kernel will probe a silent peer.
+        if re.search(r"timer:\(keepalive,4\dsec,0\)", out):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"no keepalive timer on the client's socket: {out!r}")

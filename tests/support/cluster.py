@@ -66,6 +66,13 @@ class InProcessCluster:
             self.gateway_ports[index] = int(node.address.rsplit(":", 1)[1])
             self.gateways.append(node)
 
+    def ops_urls(self) -> dict[str, str]:
+        """Instance id -> base URL of its /metrics, /healthz and /readyz."""
+        return {n.instance_id: f"http://{n.ops_address}" for n in [*self.gateways, *self.services]}
+
+    def gateway_ops_urls(self) -> list[str]:
+        return [f"http://{n.ops_address}" for n in self.gateways]
+
     async def client(self, gateway: int | None = None) -> LineClient:
         """A connection to the given gateway, or to each gateway in turn."""
         index = next(self._turn) % len(self.gateway_ports) if gateway is None else gateway
