@@ -14,6 +14,7 @@ from typing import Any
 
 from mpim import __version__
 from mpim.config import ConfigError, Settings, load_settings
+from mpim.logs import configure_from_settings
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mpim: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        configure_from_settings(settings)
+    except OSError as exc:
+        print(f"mpim: cannot open log file {settings.log.file}: {exc.strerror}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         return _run(lambda: serve_role(args.role, settings), settings.use_uvloop)
     return _run(lambda: serve_embedded(settings), settings.use_uvloop)

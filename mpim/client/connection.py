@@ -238,7 +238,9 @@ class MpimConnection:
         try:
             self._on_push(line)
         except Exception:
-            logger.exception("on_push handler failed for line %.80r", line)
+            # Not the line itself: a pushed message carries its text.
+            logger.exception("on_push handler failed for a %s line", command_word(line) or "blank")
+            logger.debug("the line: %.80r", line)
 
     def _shut(self, reason: ConnectionError | None) -> None:
         """Mark closed, fail every pending command, release the socket. Idempotent."""

@@ -35,7 +35,7 @@ from mpim.client.commands import (
     ShowHelp,
     translate,
 )
-from mpim.client.connection import MpimConnection
+from mpim.client.connection import MpimConnection, redact
 from mpim.client.display import format_line, format_reply, format_status
 from mpim.client.reply import Reply, parse_kv
 from mpim.client.seen import SeenSeqs
@@ -216,7 +216,7 @@ class ClientSession:
             token = kv.get("token") if cmd.word != "AUTH" else cmd.args[0]
             uid = kv.get("uid", "")
             if token is None or not uid.isdigit():
-                logger.warning("login reply without uid/token: %s", reply.status)
+                logger.warning("login reply without uid/token: %s", redact(reply.status))
                 return
             self._logged_in(int(uid), token)
             await self._probe_login_seq()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mpim.cluster.config import ClusterConfigError
+from mpim.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +66,7 @@ def add_cluster_parser(sub: Any) -> None:
 
 def run_cluster(args: argparse.Namespace) -> int:
     """Dispatch a parsed ``mpim cluster …`` command; returns the exit code."""
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(logging.WARNING)
     if args.action == "probe":
         return _probe(args.kind, args.address)
     from mpim.cluster import commands, status

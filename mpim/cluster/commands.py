@@ -102,9 +102,14 @@ def _report_failures(cfg: ClusterConfig, failures: Sequence[procs.Outcome]) -> N
     for outcome in failures:
         spec = outcome.spec
         warn(f"{spec.role} {spec.instance_id}: {outcome.reason}")
-        if outcome.log_tail:
-            warn(f"  last lines of {cfg.log_file(spec)}:")
-            warn(textwrap.indent(outcome.log_tail, "  | "))
+        # The log says what the process did; its output ends with why it stopped.
+        for path, tail in (
+            (cfg.log_file(spec), outcome.log_tail),
+            (cfg.out_file(spec), outcome.out_tail),
+        ):
+            if tail:
+                warn(f"  last lines of {path}:")
+                warn(textwrap.indent(tail, "  | "))
 
 
 def _roll_back(cfg: ClusterConfig, started: Sequence[procs.Launched]) -> None:

@@ -50,7 +50,7 @@ class ProcessSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     role: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    # Also the pid and log file name, and the ZooKeeper node name.
+    # Also the pid and log file names, and the ZooKeeper node name.
     instance_id: str = Field(pattern=_NAME_PATTERN)
     # Fixed (never 0) so that status can show and probe it without asking anyone.
     port: int = Field(ge=1, le=65535)
@@ -72,7 +72,8 @@ class ClusterSection(BaseModel):
     run_dir: Path = Path("run")
     start_timeout_seconds: float = Field(default=30.0, gt=0)
     stop_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Checked at each start: a log above this size is rotated to .1, .2, …
+    # <instance>.log is rotated by the process as it grows past this (to .1,
+    # .2, …); <instance>.out is checked at each start. 0: never rotate.
     log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
     log_backups: int = Field(default=3, ge=0, le=100)
     process: list[ProcessSpec] = Field(min_length=1)
@@ -99,7 +100,12 @@ class ClusterConfig:
         return self.run_dir / "settings.toml"
 
     def log_file(self, spec: ProcessSpec) -> Path:
+        """The process's structured log, written and rotated by the process itself."""
         return self.logs_dir / f"{spec.instance_id}.log"
+
+    def out_file(self, spec: ProcessSpec) -> Path:
+        """The process's captured stdout and stderr: readiness line, crash tracebacks."""
+        return self.logs_dir / f"{spec.instance_id}.out"
 
     def pid_file(self, instance_id: str) -> Path:
         return self.run_dir / f"{instance_id}.pid"

@@ -2,11 +2,20 @@
 
 Each process runs in its own session (``setsid``), so it outlives the
 ``mpim cluster start`` that launched it and a Ctrl-C in that terminal does
-not reach it. Its stdout and stderr go to ``<logs>/<instance>.log``, opened
-for appending (so ``logrotate``'s copytruncate works); the log is rotated
-when ``start`` finds it larger than ``log_max_bytes``. The tool learns that
-a process serves from the ``listening on`` line the role prints, read back
-from that log: no pipe has to stay open after the tool exits.
+not reach it. Two files per process in the logs directory:
+
+- ``<instance>.log``: its structured log (mpim/logs.py), written by the
+  process itself and rotated by size as it grows (``log_max_bytes``,
+  ``log_backups``); the tool asks for it with ``MPIM_LOG__FILE`` and friends
+  and turns the process's stderr logging off, so every line parses.
+- ``<instance>.out``: its stdout and stderr, opened for appending: the
+  ``listening on`` line, and what never reaches the log (a crash's
+  traceback, gRPC's C-core messages, a start-up error). Rotated when
+  ``start`` finds it larger than ``log_max_bytes``.
+
+The tool learns that a process serves from the ``listening on`` line the
+role prints, read back from ``.out``: no pipe has to stay open after the
+tool exits.
 
 A pid file alone can lie (the pid may have been reused by an unrelated
 process after a crash), so a pid counts as ours only while its command line
@@ -44,8 +53,10 @@ class Launched:
 
     spec: ProcessSpec
     proc: subprocess.Popen[bytes]
-    log_path: Path
+    out_path: Path  # stdout and stderr
     offset: int
+    log_path: Path | None = None  # the structured log
+    log_offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,8 @@ class Outcome:
     pid: int
     address: str = ""
     reason: str = ""
-    log_tail: str = ""
+    log_tail: str = ""  # of the structured log
+    out_tail: str = ""  # of stdout and stderr
 
     @property
     def ok(self) -> bool:
@@ -76,29 +88,45 @@ def command(cfg: ClusterConfig, spec: ProcessSpec) -> list[str]:
 
 
 def launch(cfg: ClusterConfig, spec: ProcessSpec) -> Launched:
-    """Start one process detached, logging to its file, and write its pid file."""
+    """Start one process detached, logging to its files, and write its pid file."""
+    out_path = cfg.out_file(spec)
     log_path = cfg.log_file(spec)
-    rotate_log(log_path, cfg.log_max_bytes, cfg.log_backups)
+    rotate_log(out_path, cfg.log_max_bytes, cfg.log_backups)
     argv = command(cfg, spec)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **log_env(cfg, log_path))
     if spec.is_gateway and spec.http_port is None:
         env["MPIM_GATEWAY__HTTP_ENABLED"] = "false"
-    with open(log_path, "ab") as log:
+    log_offset = _size(log_path)
+    with open(out_path, "ab") as out:
         stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-        log.write(f"--- {stamp} mpim cluster start: {' '.join(argv)}\n".encode())
-        log.flush()
-        offset = log.tell()
+        out.write(f"--- {stamp} mpim cluster start: {' '.join(argv)}\n".encode())
+        out.flush()
+        offset = out.tell()
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cfg.path.resolve().parent,
             env=env,
             start_new_session=True,
         )
     write_pid(cfg.pid_file(spec.instance_id), proc.pid)
-    return Launched(spec, proc, log_path, offset)
+    return Launched(spec, proc, out_path, offset, log_path, log_offset)
+
+
+def log_env(cfg: ClusterConfig, log_path: Path) -> dict[str, str]:
+    """``MPIM_LOG__*`` for one process: its own rotated log file, nothing on stderr.
+
+    The environment beats the settings file, so a ``[log] file`` there cannot
+    make every process write to one file; ``[log] format`` still applies.
+    """
+    return {
+        "MPIM_LOG__FILE": str(log_path),
+        "MPIM_LOG__MAX_BYTES": str(cfg.log_max_bytes),
+        "MPIM_LOG__BACKUPS": str(cfg.log_backups),
+        "MPIM_LOG__STDERR": "false",
+    }
 
 
 def wait_ready(launched: Sequence[Launched], timeout: float) -> list[Outcome]:
@@ -126,9 +154,9 @@ def wait_ready(launched: Sequence[Launched], timeout: float) -> list[Outcome]:
 
 
 def _listening_address(item: Launched) -> str | None:
-    with open(item.log_path, "rb") as log:
-        log.seek(item.offset)
-        text = log.read()
+    with open(item.out_path, "rb") as out:
+        out.seek(item.offset)
+        text = out.read()
     for match in _LISTENING.finditer(text):
         if match["instance"].decode() == item.spec.instance_id:
             return match["address"].decode()
@@ -136,16 +164,25 @@ def _listening_address(item: Launched) -> str | None:
 
 
 def _failed(item: Launched, reason: str) -> Outcome:
+    structured = "" if item.log_path is None else log_tail(item.log_path, item.log_offset)
     return Outcome(
-        item.spec, item.proc.pid, reason=reason, log_tail=log_tail(item.log_path, item.offset)
+        item.spec,
+        item.proc.pid,
+        reason=reason,
+        log_tail=structured,
+        out_tail=log_tail(item.out_path, item.offset),
     )
 
 
 def log_tail(path: Path, offset: int = 0, lines: int = TAIL_LINES) -> str:
-    """The last ``lines`` lines written after ``offset``; "" if there are none."""
+    """The last ``lines`` lines written after ``offset``; "" if there are none.
+
+    A file now shorter than ``offset`` was rotated meanwhile: all of it is new.
+    """
+    size = _size(path)
     try:
         with open(path, "rb") as log:
-            log.seek(max(offset, _size(path) - 64 * 1024))
+            log.seek(max(offset if offset <= size else 0, size - 64 * 1024))
             text = log.read().decode(errors="replace")
     except OSError:
         return ""

@@ -18,12 +18,14 @@ import pytest
 
 from mpim.cluster import probe
 from tests.support.lineclient import LineClient, unique_name
+from tests.support.logparse import parse_kv
 from tests.support.process_cluster import Cluster, instance_names
 
 if TYPE_CHECKING:  # imported by pytest as a plugin below; importing it first defeats that
     pass
 
 pytestmark = pytest.mark.timeout(120)
+
 
 async def test_start_status_stop_run_a_whole_cluster(cluster: Cluster) -> None:
     names = instance_names()
@@ -36,7 +38,7 @@ async def test_start_status_stop_run_a_whole_cluster(cluster: Cluster) -> None:
     for name in names:
         assert f" {name}: started" in out, out
         assert (cluster.run_dir / f"{name}.pid").exists()
-        assert (cluster.logs_dir / f"{name}.log").exists()
+        assert (cluster.logs_dir / f"{name}.out").exists()
 
     code, out, _ = await cluster.tool("status")
     assert code == 0, out
@@ -84,6 +86,21 @@ async def test_start_status_stop_run_a_whole_cluster(cluster: Cluster) -> None:
 
     code, out, _ = await cluster.tool("status")
     assert code == 3, out
+    assert_structured_logs(cluster, names)
+
+
+def assert_structured_logs(cluster: Cluster, names: list[str]) -> None:
+    """Each process wrote its own log, and every line of it parses as one event."""
+    for name in names:
+        text = (cluster.logs_dir / f"{name}.log").read_text()
+        lines = text.splitlines()
+        assert lines, f"{name}.log is empty"
+        events = [parse_kv(line) for line in lines]  # raises on a line that is not kv
+        assert all(event["level"] in ("info", "warning", "error") for event in events)
+        if name != "message-2":  # SIGKILLed above: it never logged its shutdown
+            # Logged there, and not into the captured output as well.
+            assert any(e["msg"].startswith(f"{name} stopped in ") for e in events), name
+            assert "stopped in" not in (cluster.logs_dir / f"{name}.out").read_text()
 
 
 async def test_a_failed_start_stops_what_it_launched(cluster: Cluster) -> None:
@@ -96,6 +113,7 @@ async def test_a_failed_start_stops_what_it_launched(cluster: Cluster) -> None:
     assert code == 1, out
     assert "message message-2:" in err
     assert "last lines of" in err
+    assert "message-2.out:" in err  # the start-up error went to the captured output
     assert "stopping the" in err
     assert "gateway-1" not in out  # the gateways never started
     assert list(cluster.run_dir.glob("*.pid")) == []

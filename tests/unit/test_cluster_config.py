@@ -126,6 +126,7 @@ def test_relative_paths_are_relative_to_the_cluster_file(tmp_path: Path) -> None
     assert cfg.settings_file == Path("/tmp/abs-run/settings.toml")
     gateway = cfg.processes[1]
     assert cfg.log_file(gateway) == tmp_path / "l" / "gw-1.log"
+    assert cfg.out_file(gateway) == tmp_path / "l" / "gw-1.out"
     assert cfg.pid_file("gw-1") == Path("/tmp/abs-run/gw-1.pid")
 
 
@@ -242,15 +243,15 @@ def test_only_a_single_local_zookeeper_is_started_by_the_tool(hosts: str, port: 
     assert local_zookeeper_port(hosts) == port
 
 
-def test_logs_rotate_once_too_big(tmp_path: Path) -> None:
-    log = tmp_path / "gw-1.log"
+def test_captured_output_rotates_once_too_big(tmp_path: Path) -> None:
+    log = tmp_path / "gw-1.out"
     for generation in range(4):
         log.write_text(f"gen{generation}" * 10)
         procs.rotate_log(log, max_bytes=20, backups=2)
     assert not log.exists()
-    assert (tmp_path / "gw-1.log.1").read_text().startswith("gen3")
-    assert (tmp_path / "gw-1.log.2").read_text().startswith("gen2")
-    assert not (tmp_path / "gw-1.log.3").exists()
+    assert (tmp_path / "gw-1.out.1").read_text().startswith("gen3")
+    assert (tmp_path / "gw-1.out.2").read_text().startswith("gen2")
+    assert not (tmp_path / "gw-1.out.3").exists()
     log.write_text("small")
     procs.rotate_log(log, max_bytes=20, backups=2)
     assert log.read_text() == "small"
@@ -272,20 +273,25 @@ def test_table_aligns_columns() -> None:
     assert text.splitlines() == ["A          BB", "long cell  x", "s          yy"]
 
 
-# -- readiness, read back from the log -------------------------------------------
+# -- readiness, read back from the captured output ---------------------------------
 
 
 def _fake_process(tmp_path: Path, script: str) -> procs.Launched:
-    """A stand-in for `mpim serve user`, logging like one, after an older run's lines."""
+    """A stand-in for `mpim serve user`, printing like one, after an older run's lines.
+
+    ``script`` may append to its structured log, whose path is ``sys.argv[1]``.
+    """
+    output = tmp_path / "user-1.out"
+    output.write_bytes(b"mpim user user-1 listening on 127.0.0.1:1111\n")  # a previous run
     log = tmp_path / "user-1.log"
-    log.write_bytes(b"mpim user user-1 listening on 127.0.0.1:1111\n")  # a previous run
-    offset = log.stat().st_size
-    with open(log, "ab") as out:
+    log.write_bytes(b"ts=2026-01-01T00:00:00.000Z level=info logger=x msg=old-run\n")
+    with open(output, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", script], stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-c", script, str(log)], stdout=out, stderr=subprocess.STDOUT
         )
+    spec = ProcessSpec(role="user", instance_id="user-1", port=7101)
     return procs.Launched(
-        ProcessSpec(role="user", instance_id="user-1", port=7101), proc, log, offset
+        spec, proc, output, output.stat().st_size, log, log_offset=log.stat().st_size
     )
 
 
@@ -316,22 +322,34 @@ def test_ready_once_this_run_prints_its_listening_line(
     assert outcome.pid == item.proc.pid
 
 
-def test_a_process_that_exits_during_start_up_fails_with_its_log_tail(
+def test_a_process_that_exits_during_start_up_fails_with_its_log_tails(
     fake: Callable[[str], procs.Launched],
 ) -> None:
-    item = fake("import sys; print('mpim user: cannot start: boom'); sys.exit(3)")
+    item = fake(
+        "import sys; open(sys.argv[1], 'a').write('ts=1 msg=connecting\\n');"
+        "print('mpim user: cannot start: boom'); sys.exit(3)"
+    )
     (outcome,) = procs.wait_ready([item], timeout=20)
     assert not outcome.ok
     assert outcome.reason == "exited with status 3 during start-up"
-    assert outcome.log_tail == "mpim user: cannot start: boom"
+    assert outcome.out_tail == "mpim user: cannot start: boom"
+    assert outcome.log_tail == "ts=1 msg=connecting"  # this run's lines only
+
+
+def test_a_log_rotated_during_start_up_is_read_from_its_beginning(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text("fresh line after rotation\n")
+    assert procs.log_tail(log, offset=10_000) == "fresh line after rotation"
+    assert procs.log_tail(log, offset=log.stat().st_size) == ""
 
 
 def test_a_process_that_never_listens_times_out(fake: Callable[[str], procs.Launched]) -> None:
     item = fake("import time; print('thinking', flush=True); time.sleep(30)")
     (outcome,) = procs.wait_ready([item], timeout=0.5)
     assert outcome.reason == "not listening after 0.5 s"
-    assert "thinking" in outcome.log_tail
-    assert "1111" not in outcome.log_tail
+    assert "thinking" in outcome.out_tail
+    assert "1111" not in outcome.out_tail
+    assert outcome.log_tail == ""
 
 
 def test_two_commands_never_work_on_one_run_dir_at_once(tmp_path: Path) -> None:
