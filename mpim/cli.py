@@ -48,11 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="gateway: TCP listen address")
     serve.add_argument("--port", type=int, help="gateway: TCP port; services: gRPC port")
     serve.add_argument("--http-port", type=int, help="gateway: HTTP/WebSocket port")
+    serve.add_argument(
+        "--metrics-port", type=int, help="services: port of /metrics, /healthz, /readyz (0: free)"
+    )
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     from mpim.cluster.cli import add_cluster_parser
+    from mpim.status_cmd import add_status_parser
 
     add_cluster_parser(sub)
+    add_status_parser(sub)
 
     client = sub.add_parser("client", help="interactive chat client")
     client.add_argument(
@@ -71,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         from mpim.bench.cli import run_bench
 
         return run_bench(args)
+    if args.command == "status":
+        from mpim.status_cmd import run_status
+
+        return run_status(args)
     if args.command == "cluster":
         from mpim.cluster.cli import run_cluster
 
@@ -113,7 +122,7 @@ def _settings_from(args: argparse.Namespace) -> Settings:
             "port": args.port if is_gateway else None,
             "http_port": args.http_port,
         },
-        rpc={"port": None if is_gateway else args.port},
+        rpc={"port": None if is_gateway else args.port, "metrics_port": args.metrics_port},
     )
 
 

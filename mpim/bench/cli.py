@@ -111,6 +111,13 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ready-file", default=None, help="touch this file when set-up is done (for profilers)"
     )
+    p.add_argument(
+        "--metrics-url",
+        action="append",
+        default=[],
+        help="http://host:port of a server process's /metrics, read before and after the "
+        "run (cache hit ratio, store batches); repeat for every process of a cluster",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the result here")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG chart here")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -260,11 +267,19 @@ def run_bench(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from mpim.bench.report import print_report, write_json
     from mpim.bench.runner import run_scenario
+    from mpim.bench.server_metrics import figures, print_server_figures, scrape_all
 
+    before = scrape_all(args.metrics_url) if args.metrics_url else None
     result = run_scenario(spec)
     print_report(result, sys.stdout)
+    extra: dict[str, object] = {}
+    after = scrape_all(args.metrics_url) if before is not None else None
+    if before is not None and after is not None:
+        server = figures(before, after)
+        print_server_figures(server, sys.stdout)
+        extra["server_metrics"] = server
     if args.json is not None:
-        write_json(result, args.json)
+        write_json(result, args.json, extra)
     if args.plot is not None and result.summary:
         _plot(result, args.plot)
     if result.aborted or (args.strict and result.problems()):

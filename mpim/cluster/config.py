@@ -56,6 +56,8 @@ class ProcessSpec(BaseModel):
     port: int = Field(ge=1, le=65535)
     # Gateways only: the HTTP/WebSocket port. Omitted: HTTP is off for this gateway.
     http_port: int | None = Field(default=None, ge=1, le=65535)
+    # Services only: /metrics, /healthz and /readyz (gateways serve them on http_port).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     log_level: str | None = Field(default=None, pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
     @property
@@ -187,7 +189,13 @@ def _check_processes(path: Path, processes: Sequence[ProcessSpec]) -> None:
         ids[spec.instance_id] = index
         if spec.http_port is not None and not spec.is_gateway:
             fail(index, "http_port", "only gateways have an HTTP port")
-        for key, port in (("port", spec.port), ("http_port", spec.http_port)):
+        if spec.metrics_port is not None and spec.is_gateway:
+            fail(index, "metrics_port", "a gateway serves /metrics on its http_port")
+        for key, port in (
+            ("port", spec.port),
+            ("http_port", spec.http_port),
+            ("metrics_port", spec.metrics_port),
+        ):
             if port is not None and port in ports:
                 fail(index, key, f"port {port} is already used by {ports[port]}")
             if port is not None:

@@ -82,6 +82,8 @@ def command(cfg: ClusterConfig, spec: ProcessSpec) -> list[str]:
     args += ["--port", str(spec.port)]
     if spec.http_port is not None:
         args += ["--http-port", str(spec.http_port)]
+    if spec.metrics_port is not None:
+        args += ["--metrics-port", str(spec.metrics_port)]
     if spec.log_level is not None:
         args += ["--log-level", spec.log_level]
     return args

@@ -18,6 +18,8 @@ from mpim.cluster import probe, procs
 from mpim.cluster.commands import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, say
 from mpim.cluster.config import ClusterConfig, ProcessSpec
 from mpim.cluster.table import render
+from mpim.metrics.scrape import Scrape, fetch
+from mpim.metrics.summary import COLUMNS, key_figures
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,10 @@ def status(cfg: ClusterConfig) -> int:
         )
     )
     _summarise(cfg, rows, registered, zk_problem)
+    figures = _figures(cfg, [row.spec for row in rows if row.alive])
+    if figures:
+        say("")
+        say(render(["INSTANCE", *COLUMNS], figures))
     if not any(row.alive for row in rows):
         return EXIT_NOT_RUNNING
     return EXIT_OK if all(row.well() for row in rows) else EXIT_FAILED
@@ -89,6 +95,37 @@ def collect(cfg: ClusterConfig) -> tuple[list[Row], dict[tuple[str, str], str], 
             for spec in cfg.processes
         ]
     return rows, registered, zk_problem
+
+
+def ops_url(cfg: ClusterConfig, spec: ProcessSpec) -> str | None:
+    """Where ``spec`` serves /metrics: a gateway's HTTP port, a service's metrics port."""
+    port = spec.http_port if spec.is_gateway else spec.metrics_port
+    if port is None:
+        return None
+    host = cfg.settings.gateway.http_host if spec.is_gateway else cfg.settings.rpc.host
+    host = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else host
+    return f"http://{host}:{port}"
+
+
+def _figures(cfg: ClusterConfig, specs: Sequence[ProcessSpec]) -> list[list[str]]:
+    """One row of key figures per running process that serves /metrics."""
+    urls = {s.instance_id: url for s in specs if (url := ops_url(cfg, s)) is not None}
+
+    def one(url: str) -> dict[str, str] | None:
+        try:
+            status, body = fetch(url, timeout=2.0)
+        except OSError:
+            return None
+        return key_figures(Scrape.parse(body)) if status == 200 else None
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="mpim-figures") as pool:
+        found = dict(zip(urls, pool.map(one, urls.values()), strict=True))
+    return [
+        [instance, *(figures[c] for c in COLUMNS)]
+        if figures is not None
+        else [instance, *("?" for _ in COLUMNS)]
+        for instance, figures in found.items()
+    ]
 
 
 def _health(cfg: ClusterConfig, spec: ProcessSpec) -> probe.Health:

@@ -51,6 +51,11 @@ async def test_start_status_stop_run_a_whole_cluster(cluster: Cluster) -> None:
         assert registered == "yes"
         assert health == ("pong" if role == "gateway" else "SERVING")
     assert rows["gateway-2"][5] == str(cluster.ports["gateway-2.http"])
+    figures = cluster.figures(out)
+    assert set(figures) == set(names), out
+    assert figures["gateway-1"]["CONNS"] == "0"
+    assert figures["message-1"]["CONNS"] == "-"  # services hold no client connections
+    assert figures["message-1"]["COMMITS"] != "-"  # the worker-id claim at least
 
     # A second start finds everything running and changes nothing.
     code, out, _ = await cluster.tool("start")
@@ -66,6 +71,11 @@ async def test_start_status_stop_run_a_whole_cluster(cluster: Cluster) -> None:
     finally:
         await one.close()
         await two.close()
+
+    code, out, _ = await cluster.tool("status")
+    figures = cluster.figures(out)
+    assert sum(int(figures[g]["LOGINS"]) for g in ("gateway-1", "gateway-2")) == 2, out
+    assert figures["user-1"]["RPC CALLS"] not in ("-", "0"), out
 
     # A crashed process shows up as dead, and status says something is wrong.
     victim = int((cluster.run_dir / "message-2.pid").read_text())

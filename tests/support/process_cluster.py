@@ -57,9 +57,22 @@ class Cluster:
         return proc.returncode, out.decode(), err.decode()
 
     def rows(self, status_output: str) -> dict[str, list[str]]:
-        """instance id → the cells of its status line."""
-        lines = status_output.splitlines()
-        return {line.split()[1]: line.split() for line in lines[1:] if line.split()[1:2]}
+        """instance id → the cells of its status line (the first table)."""
+        table = status_output.split("\n\n", 1)[0].splitlines()
+        return {line.split()[1]: line.split() for line in table[1:] if line.split()[1:2]}
+
+    def figures(self, status_output: str) -> dict[str, dict[str, str]]:
+        """instance id → column → cell of the key-figures table (the second one)."""
+        _, _, second = status_output.partition("\n\n")
+        lines = second.splitlines()
+        # Columns are two spaces apart; a header like "PUSH P99" has one space.
+        header = [h for h in lines[0].split("  ") if h.strip()] if lines else []
+        header = [h.strip() for h in header]
+        rows = {}
+        for line in lines[1:]:
+            cells = [c.strip() for c in line.split("  ") if c.strip()]
+            rows[cells[0]] = dict(zip(header, cells, strict=True))
+        return rows
 
 
 def free_ports(count: int) -> list[int]:
@@ -82,7 +95,11 @@ def cluster_toml(
     for role in ROLES:
         counts[role] = counts.get(role, 0) + 1
         instance = f"{role}-{counts[role]}"
-        http = f"http_port = {ports[instance + '.http']}\n" if role == "gateway" else ""
+        http = (
+            f"http_port = {ports[instance + '.http']}\n"
+            if role == "gateway"
+            else f"metrics_port = {ports[instance + '.metrics']}\n"
+        )
         processes.append(
             f'[[cluster.process]]\nrole = "{role}"\ninstance_id = "{instance}"\n'
             f"port = {ports[instance]}\n{http}"
@@ -136,7 +153,8 @@ def cluster(
             monkeypatch.delenv(name)
     names = instance_names()
     gateways = [n for n in names if n.startswith("gateway")]
-    wanted = [*names, *(g + ".http" for g in gateways)]
+    services = [n for n in names if not n.startswith("gateway")]
+    wanted = [*names, *(g + ".http" for g in gateways), *(s + ".metrics" for s in services)]
     ports = dict(zip(wanted, free_ports(len(wanted)), strict=True))
     path = tmp_path / "cluster.toml"
     path.write_text(cluster_toml(ports, zookeeper, mysql_url, redis_settings))

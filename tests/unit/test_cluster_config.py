@@ -162,6 +162,8 @@ def test_command_line_passes_instance_ports_and_the_written_settings(tmp_path: P
         (("port = 6000", "port = 7101"), "cluster.process[1].port"),
         (("http_port = 6001", "http_port = 6000"), "cluster.process[1].http_port"),
         (("port = 7101", "port = 7101\nhttp_port = 7102"), "cluster.process[0].http_port"),
+        (("http_port = 6001", "metrics_port = 6001"), "cluster.process[1].metrics_port"),
+        (("port = 7101", "port = 7101\nmetrics_port = 6001"), "cluster.process[1].http_port"),
         (("[cluster]", "[cluster]\nstart_timeout_seconds = -1"), "cluster.start_timeout_seconds"),
         (("[cluster]", "[cluster]\nlogdir = 'x'"), "cluster.logdir"),
         (('chroot = "/mpimtest"', 'chroot = "mpimtest"'), "zookeeper.chroot"),
