@@ -55,6 +55,7 @@ class EmbeddedRuntime:
 
     async def start(self) -> None:
         await self.database.start()
+        await self.user.start()
         await self.message.start()
         await self.gateway.start()
         if self.gateway.http is not None:
@@ -66,5 +67,6 @@ class EmbeddedRuntime:
             await self.gateway.stop()
         finally:
             await self.message.stop()
+            await self.user.stop()
             await self.database.stop()
             self.hasher.close()

@@ -7,6 +7,11 @@ def user_by_uid(uid: int) -> str:
     return f"user:uid:{uid}"
 
 
+def user_token(token_hash: str) -> str:
+    """Keyed by the token's sha256, never the token: a cache dump grants nothing."""
+    return f"user:token:{token_hash}"
+
+
 def user_friends(uid: int) -> str:
     return f"user:friends:{uid}"
 

@@ -119,6 +119,36 @@ class UserStore:
 
         await self._db.write(job)
 
+    async def delete_expired_tokens(self, now_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` tokens that expired before ``now_ms``; how many went.
+
+        The scan for expired rows runs on a reader thread, so only a
+        primary-key delete of at most ``limit`` rows occupies the single
+        writer and message commits never wait behind a table scan. The
+        delete repeats the expiry test, so it can only remove expired rows
+        whatever happened since the scan (expiry never moves).
+        """
+
+        def scan(conn: Connection) -> list[str]:
+            rows = conn.execute(
+                select(tokens.c.token_hash).where(tokens.c.expires_at_ms < now_ms).limit(limit)
+            ).scalars()
+            return [str(r) for r in rows]
+
+        hashes = await self._db.read(scan)
+        if not hashes:
+            return 0
+
+        def job(conn: Connection) -> int:
+            result = conn.execute(
+                delete(tokens).where(
+                    tokens.c.token_hash.in_(hashes), tokens.c.expires_at_ms < now_ms
+                )
+            )
+            return int(result.rowcount)
+
+        return await self._db.write(job)
+
     async def add_friendship(self, uid: int, friend_uid: int, now_ms: int) -> bool:
         """Both directions; False when they were already friends."""
 

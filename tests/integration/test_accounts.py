@@ -266,6 +266,22 @@ async def test_logout_revokes_the_token_this_connection_authenticated_with(
     assert await fresh.cmd(f"AUTH {token}") == "-ERR auth failed"
 
 
+async def test_a_token_auth_has_cached_is_refused_at_once_after_logout(
+    server: RunningServer,
+) -> None:
+    """AUTH is served from the cache (Redis in the cluster); LOGOUT still wins
+    at once, on every connection and, in the cluster, on both gateways."""
+    issuer = await server.client()
+    uid, token = login_fields(await issuer.cmd("REGISTER olga secret1"))
+    resumed = [await server.client() for _ in range(2)]
+    for client in resumed:
+        for _ in range(3):
+            assert await client.cmd(f"AUTH {token}") == f"+OK uid={uid}"
+    assert await issuer.cmd("LOGOUT") == "+OK logout success"
+    for client in [*resumed, await server.client(), await server.client()]:
+        assert await client.cmd(f"AUTH {token}") == "-ERR auth failed"
+
+
 async def test_logout_revokes_only_this_connections_token(server: RunningServer) -> None:
     phone = await server.client()
     uid, phone_token = login_fields(await phone.cmd("REGISTER ivy secret1"))
