@@ -5,6 +5,11 @@ queued to a single writer thread that runs every queued job in one
 transaction and commits once, so many concurrent writers share one fsync.
 If any job in a batch raises, the batch is rolled back and each job re-runs
 alone, so one failing job never fails or delays its neighbours' outcome.
+
+When the server cannot be reached (refused, reset, gone away) every read and
+write fails at once with ``StoreUnavailable`` (``-ERR service unavailable``
+for the client) instead of retrying: one warning per outage is logged, and
+the pool's pre-ping replaces dead connections, so service resumes by itself.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
-from mpim.errors import MpimError
+from mpim.errors import ErrorCode, MpimError
 from mpim.metrics.families import StoreMetrics
 from mpim.store.schema import migrate
 
@@ -43,6 +48,43 @@ class _Pending:
 
 _STOP = object()
 _CONFLICT_RETRIES = 3
+# MySQL/MariaDB client errors meaning the server was not reached or the
+# connection broke: can't connect (2002 socket, 2003 TCP, 2005 host), server
+# gone away (2006), lost connection (2013), bad packet after a reset (2055).
+_MYSQL_CONNECTION_ERRORS = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
+
+
+class StoreUnavailable(MpimError):
+    """The store server cannot be reached; the client may retry later.
+
+    The client is told ``-ERR service unavailable``; ``str()`` is the
+    driver's reason on one line (no statement, no parameters), for logs and
+    readiness reports.
+    """
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(ErrorCode.SERVICE_UNAVAILABLE)
+        self.cause = cause
+
+    def __str__(self) -> str:
+        reason = str(self.cause).splitlines()
+        return f"store unreachable: {reason[0] if reason else type(self.cause).__name__}"
+
+    def __repr__(self) -> str:
+        return f"StoreUnavailable({self.cause!r})"
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """A failure to reach the server (not a conflict, not one job's fault)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    args = getattr(exc.orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _MYSQL_CONNECTION_ERRORS
+    # psycopg: a refused or broken connection is the one error without SQLSTATE.
+    return getattr(exc.orig, "sqlstate", "") is None
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -81,6 +123,8 @@ class Database:
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._down_since: float | None = None  # monotonic time of the outage's first failure
+        self._down_lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -168,12 +212,37 @@ class Database:
         return await self._loop.run_in_executor(self._readers, self._run_read, job)
 
     def _run_read(self, job: Callable[[Connection], T]) -> T:
-        with self.engine.connect() as conn:
-            return job(conn)
+        try:
+            with self.engine.connect() as conn:
+                result = job(conn)
+        except Exception as exc:
+            if is_unreachable(exc):
+                failure = StoreUnavailable(exc)
+                self._went_down(failure)
+                raise failure from exc
+            raise
+        self._came_back()
+        return result
 
     async def ping(self) -> None:
         """Raises unless the store answers a trivial query (readiness checks)."""
         await self.read(_select_one)
+
+    def _went_down(self, failure: StoreUnavailable) -> None:
+        """Log the first failure of an outage (not one line per failed call)."""
+        with self._down_lock:
+            if self._down_since is not None:
+                return
+            self._down_since = time.monotonic()
+        logger.warning("%s; failing reads and writes until it answers", failure)
+
+    def _came_back(self) -> None:
+        if self._down_since is None:
+            return
+        with self._down_lock:
+            since, self._down_since = self._down_since, None
+        if since is not None:
+            logger.info("store reachable again after %.1fs", time.monotonic() - since)
 
     async def write(self, job: Callable[[Connection], T]) -> T:
         """Run ``job`` in the writer's next transaction; returns after commit."""
@@ -212,6 +281,14 @@ class Database:
             with self._write_engine.begin() as conn:
                 results = [p.job(conn) for p in batch]
         except Exception as exc:
+            if is_unreachable(exc):
+                # Every job would fail the same way, each retry costing a
+                # connect: fail them all now. A commit whose answer was lost
+                # may have happened; clients retry sends with their cid.
+                self._went_down(StoreUnavailable(exc))
+                self.metrics.write_errors.inc(len(batch))
+                self._resolve([(p, None, StoreUnavailable(exc)) for p in batch])
+                return
             if len(batch) == 1:
                 if _is_conflict(exc) and conflicts < _CONFLICT_RETRIES:
                     # Another process won a race (unique key, deadlock, lock
@@ -227,6 +304,7 @@ class Database:
             for pending in batch:
                 self._commit_batch([pending])
             return
+        self._came_back()
         self._resolve([(p, r, None) for p, r in zip(batch, results, strict=True)])
 
     def _resolve(self, outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from mpim.discovery.zookeeper import ZooKeeperRegistry
 from mpim.protocol.messages import MessageLine
 from tests.conftest import ServerFactory
 from tests.support.cluster import InProcessCluster
@@ -94,6 +95,7 @@ async def test_two_message_services_keep_seq_gap_free_under_concurrent_senders(
         assert mine == [f"s{tag}-{i}" for i in range(40)]
 
 
+@pytest.mark.faults
 async def test_redis_outage_keeps_serving_and_recovers(
     server_factory: ServerFactory, throwaway_redis: ThrowawayRedis
 ) -> None:
@@ -133,7 +135,7 @@ async def test_redis_outage_keeps_serving_and_recovers(
 
     waited = await eventually(pushes_again, timeout=30)
     print(
-        f"redis outage: pushes resumed {waited:.1f}s after Redis returned "
+        f"disruption: redis outage: pushes resumed {waited:.1f}s after Redis returned "
         f"({time.monotonic() - outage_started:.1f}s after it died)"
     )
 
@@ -144,6 +146,7 @@ async def _logged_in(cluster: InProcessCluster, token: str) -> LineClient:
     return client
 
 
+@pytest.mark.faults
 async def test_zookeeper_restart_services_reregister_and_chat_continues(
     server: InProcessCluster, zookeeper: ZooKeeperChroot
 ) -> None:
@@ -152,14 +155,33 @@ async def test_zookeeper_restart_services_reregister_and_chat_continues(
     await alice.register()
     b = await bob.register()
     # A restart that loses ZooKeeper's data: every registration must come back.
+    restarting = time.monotonic()
     await zookeeper.server.restart(wipe=True)
+    restarted = time.monotonic()
     registry = server.gateways[0].registry
+    # A fresh session reads what ZooKeeper really holds (the nodes keep their
+    # last view through the outage).
+    observer = ZooKeeperRegistry.from_settings(zookeeper.settings())
+    await observer.start()
+    services = ("user", "presence", "group", "message")
+    expected = {"user": 1, "presence": 1, "group": 1, "message": 2}
 
     async def all_registered() -> bool:
-        counts = {s: len(registry.instances(s)) for s in ("user", "presence", "group", "message")}
-        return counts == {"user": 1, "presence": 1, "group": 1, "message": 2}
+        for view in (registry, observer):
+            if {s: len(view.instances(s)) for s in services} != expected:
+                return False
+        return True
 
-    await eventually(all_registered, timeout=40)
+    try:
+        for service in services:
+            await observer.watch(service)
+        await eventually(all_registered, timeout=40)
+    finally:
+        await observer.stop()
+    print(
+        f"disruption: zookeeper restart (wiped, {restarted - restarting:.1f}s): every service "
+        f"registered again {time.monotonic() - restarted:.1f}s after it answered"
+    )
     assert (await alice.cmd(f"SEND {b.uid} still here")).startswith("+OK msg_id=")
     assert MessageLine.parse(await bob.read_line()).text == "still here"
 

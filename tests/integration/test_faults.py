@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
@@ -21,24 +22,34 @@ from mpim.protocol.messages import MessageLine
 from tests.support.lineclient import Account, LineClient, unique_name
 from tests.support.process_cluster import Cluster
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
 
 @dataclass
 class Flow:
-    """What a sender was told: cid -> msg_id, and when sends were failing."""
+    """What a sender was told: cid -> msg_id, when sends were failing and
+    acknowledged, and every failure by kind (the reply, or no reply)."""
 
     acked: dict[str, int] = field(default_factory=dict)
     failures: list[float] = field(default_factory=list)
+    acked_at: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
 
 
 class CarefulSender:
     """Sends with a cid, retries through failures, fails over between gateways."""
 
-    def __init__(self, ports: list[int], account: Account, flow: Flow) -> None:
+    def __init__(
+        self,
+        ports: list[int],
+        account: Account,
+        flow: Flow,
+        reply_timeout: float = 5.0,
+    ) -> None:
         self.ports = ports
         self.account = account
         self.flow = flow
+        self.reply_timeout = reply_timeout  # silence this long counts as no reply
         self.client: LineClient | None = None
         self._gateway = 0
 
@@ -63,9 +74,10 @@ class CarefulSender:
         while time.monotonic() < deadline:
             client = self.client or await self.connect()
             try:
-                reply = await client.cmd(f"@cid={cid} SEND {to_uid} {text}", timeout=5)
-            except (ConnectionError, OSError, TimeoutError):
+                reply = await client.cmd(f"@cid={cid} SEND {to_uid} {text}", self.reply_timeout)
+            except (ConnectionError, OSError, TimeoutError) as exc:
                 self.flow.failures.append(time.monotonic())
+                self.flow.errors["no reply: " + type(exc).__name__] += 1
                 await client.close()
                 self.client = None
                 self._gateway += 1
@@ -73,9 +85,11 @@ class CarefulSender:
             if reply.startswith("+OK msg_id="):
                 msg_id = int(reply.split("=", 1)[1])
                 assert self.flow.acked.setdefault(cid, msg_id) == msg_id, "a cid got two ids"
+                self.flow.acked_at.append(time.monotonic())
                 return
             assert reply == "-ERR service unavailable", reply
             self.flow.failures.append(time.monotonic())
+            self.flow.errors[reply] += 1
             await asyncio.sleep(0.05)
         raise AssertionError(f"send {cid} never acknowledged")
 
@@ -174,7 +188,10 @@ async def kill_while_flowing(cluster: Cluster, victim: str, sync_port: str) -> F
         assert_exactly_once(flow, boxes)
         assert len(flow.acked) == 4 * 150
         took = disruption(flow, killed_at)
-        print(f"{victim} SIGKILLed: sends failed for {took:.2f}s ({len(flow.failures)} retries)")
+        print(
+            f"disruption: {victim} SIGKILLed: sends failed for {took:.2f}s "
+            f"({len(flow.failures)} retries)"
+        )
         return flow
     finally:
         await cluster.tool("stop")
