@@ -12,7 +12,7 @@ import logging
 from mpim.bus.base import Bus
 from mpim.cache.base import Cache
 from mpim.config import Settings
-from mpim.metrics.families import StoreMetrics
+from mpim.metrics.families import MessageMetrics, StoreMetrics
 from mpim.proto.interfaces import GroupService, PresenceService, UserService
 from mpim.services.group import GroupServiceImpl
 from mpim.services.message import MessageServiceImpl
@@ -78,6 +78,7 @@ def message_service(
     bus: Bus,
     *,
     worker_id: int = 0,
+    metrics: MessageMetrics | None = None,
 ) -> MessageServiceImpl:
     return MessageServiceImpl(
         MessageStore(db),
@@ -88,4 +89,5 @@ def message_service(
         worker_id=worker_id,
         max_batch=settings.store.max_batch,
         max_text_bytes=settings.gateway.max_text_bytes,
+        metrics=metrics,
     )

@@ -33,8 +33,10 @@ from mpim.metrics.endpoints import OpsEndpoints, OpsHttpServer
 from mpim.metrics.families import (
     CacheMetrics,
     GatewayMetrics,
+    MessageMetrics,
     RpcMetrics,
     StoreMetrics,
+    new_registry,
 )
 from mpim.metrics.grpc_health import HealthMonitor
 from mpim.metrics.health import CHECK_TIMEOUT_SECONDS, Check, Readiness
@@ -85,9 +87,7 @@ class Node:
     # host:port of /metrics, /healthz and /readyz ("" if not served).
     ops_address: str = ""
     # This process's Prometheus registry, and what /readyz checks.
-    metrics: CollectorRegistry = field(
-        default_factory=lambda: CollectorRegistry(auto_describe=True)
-    )
+    metrics: CollectorRegistry = field(default_factory=new_registry)
     readiness: Readiness = field(default_factory=Readiness)
     rpc_metrics: RpcMetrics = field(init=False)
     _closers: list[Callable[[], Any]] = field(default_factory=list)
@@ -320,6 +320,7 @@ async def _build_service(role: str, settings: Settings, node: Node) -> object:
             remote.presence,
             _build_bus(settings, node, redis),
             worker_id=worker_id,
+            metrics=MessageMetrics(node.metrics),
         )
         await impl.start()
         node.on_stop(impl.stop)

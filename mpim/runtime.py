@@ -14,7 +14,13 @@ from mpim.cache.memory import MemoryCache
 from mpim.config import Settings
 from mpim.gateway.server import Gateway
 from mpim.metrics.endpoints import OpsEndpoints
-from mpim.metrics.families import CacheMetrics, GatewayMetrics, StoreMetrics, new_registry
+from mpim.metrics.families import (
+    CacheMetrics,
+    GatewayMetrics,
+    MessageMetrics,
+    StoreMetrics,
+    new_registry,
+)
 from mpim.metrics.health import Readiness
 from mpim.services.bundle import Services
 from mpim.services.presence import MemoryPresenceService
@@ -39,7 +45,13 @@ class EmbeddedRuntime:
         self.presence = MemoryPresenceService(cache_metrics)
         self.group = assembly.group_service(settings, self.database, self.cache)
         self.message = assembly.message_service(
-            settings, self.database, self.user, self.group, self.presence, self.bus
+            settings,
+            self.database,
+            self.user,
+            self.group,
+            self.presence,
+            self.bus,
+            metrics=MessageMetrics(self.metrics),
         )
         self.services = Services(self.user, self.presence, self.message, self.group)
         self.gateway = Gateway(

@@ -105,4 +105,4 @@ class Dispatcher:
             if outcome == "ok":
                 metrics.sent.inc()
         elif name in _LOGINS:
-            metrics.logins.labels(name, outcome).inc()
+            metrics.login(name, outcome)

@@ -65,6 +65,11 @@ def _uid(session: Session) -> int:
 
 async def attach(ctx: GatewayContext, session: Session, uid: int, token: str) -> None:
     """Make ``session`` logged in as ``uid`` (replacing any earlier login)."""
+    if session.uid == uid:
+        # Same user again (e.g. AUTH with a fresh token): the route stands,
+        # so no Disconnect/Connect round trip to presence.
+        session.token = token
+        return
     await detach(ctx, session)
     session.uid = uid
     session.token = token

@@ -100,6 +100,7 @@ class GatewayMetrics:
         self.delivered = self.messages.labels("delivered")
         self.pulled = self.messages.labels("pulled")
         self._commands: dict[tuple[str, str], Counter] = {}
+        self._logins: dict[tuple[str, str], Counter] = {}
 
     def track_connections(self, count: Callable[[], int]) -> None:
         """Read the open-connection count at scrape time rather than keep a second copy."""
@@ -110,6 +111,13 @@ class GatewayMetrics:
         child = self._commands.get(key)
         if child is None:
             child = self._commands[key] = self.commands.labels(name, outcome)
+        child.inc()
+
+    def login(self, method: str, outcome: str) -> None:
+        key = (method, outcome)
+        child = self._logins.get(key)
+        if child is None:
+            child = self._logins[key] = self.logins.labels(method, outcome)
         child.inc()
 
 
@@ -171,6 +179,30 @@ class StoreMetrics:
         self.write_errors = Counter(
             "mpim_store_write_errors",
             "Write jobs that failed (store unreachable, constraint, bug)",
+            registry=reg,
+        )
+
+
+class MessageMetrics:
+    """The message service's own group commit (many sends, one store job)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = _registry(registry)
+        self.registry = reg
+        self.batch_size = Histogram(
+            "mpim_message_commit_batch_size",
+            "Messages stored by one group commit of the message service",
+            buckets=_BATCH_BUCKETS,
+            registry=reg,
+        )
+        self.pushes_dropped = Counter(
+            "mpim_message_pushes_dropped",
+            "Messages not pushed because the push queue was full (SYNC/PULL deliver them)",
+            registry=reg,
+        )
+        self.store_failures = Counter(
+            "mpim_message_store_failures",
+            "Sends refused because the store could not take them",
             registry=reg,
         )
 

@@ -17,6 +17,7 @@ from collections import defaultdict
 from mpim.bus.base import Bus
 from mpim.errors import ErrorCode, MpimError
 from mpim.ids import SnowflakeIds
+from mpim.metrics.families import MessageMetrics
 from mpim.proto import common_pb2, group_pb2, message_pb2, presence_pb2, push_pb2, user_pb2
 from mpim.proto.interfaces import GroupService, PresenceService, UserService
 from mpim.protocol.commands import HISTORY_MAX_LIMIT, ParseLimits, parse_text
@@ -57,8 +58,10 @@ class MessageServiceImpl:
         max_batch: int = 1000,
         max_text_bytes: int = 16 * 1024,
         push_queue_batches: int = 1024,
+        metrics: MessageMetrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics if metrics is not None else MessageMetrics()
         self._users = users
         self._groups = groups
         self._presence = presence
@@ -159,9 +162,11 @@ class MessageServiceImpl:
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
+            self._metrics.batch_size.observe(len(batch))
             try:
                 results = await self._store.append([m for m, _ in batch])
             except Exception as exc:
+                self._metrics.store_failures.inc(len(batch))
                 logger.error("storing %d messages failed: %r", len(batch), exc)
                 for _, future in batch:
                     if not future.done():
@@ -181,6 +186,7 @@ class MessageServiceImpl:
             self._push_queue.put_nowait(stored)
         except asyncio.QueueFull:
             self.pushes_dropped += len(stored)
+            self._metrics.pushes_dropped.inc(len(stored))
             logger.warning("push queue full; %d messages left for SYNC/PULL", len(stored))
 
     async def _push_loop(self) -> None:

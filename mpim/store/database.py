@@ -145,10 +145,16 @@ class Database:
             # read-then-write job (seq assignment, PULL's claim) holds the write
             # lock from its first statement even if another process shares
             # the file.
-            self._engine = create_engine(self.url, connect_args={"isolation_level": None})
+            # hide_parameters: an error's text (logged, or shown at start-up)
+            # must not carry message texts or password and token hashes.
+            self._engine = create_engine(
+                self.url, connect_args={"isolation_level": None}, hide_parameters=True
+            )
             event.listen(self._engine, "connect", self._on_sqlite_connect)
             event.listen(self._engine, "begin", _sqlite_begin_deferred)
-            self._write_engine = create_engine(self.url, connect_args={"isolation_level": None})
+            self._write_engine = create_engine(
+                self.url, connect_args={"isolation_level": None}, hide_parameters=True
+            )
             event.listen(self._write_engine, "connect", self._on_sqlite_connect)
             event.listen(self._write_engine, "begin", _sqlite_begin_immediate)
         else:
@@ -160,6 +166,7 @@ class Database:
                 pool_size=self._read_threads + 1,
                 pool_recycle=3600,
                 isolation_level="READ COMMITTED",
+                hide_parameters=True,
             )
             self._write_engine = self._engine
         await self._loop.run_in_executor(self._readers, self._migrate)
