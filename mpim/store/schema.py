@@ -26,7 +26,8 @@ from sqlalchemy import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
+TOKENS_EXPIRY_INDEX: Final = "ix_tokens_expires_at_ms"
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere ids are BIGINT.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
@@ -59,6 +60,8 @@ tokens = Table(
     Column("created_at_ms", BigInteger, nullable=False),
     Column("expires_at_ms", BigInteger, nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+    # The purge of expired tokens finds its rows without a table scan.
+    Index(TOKENS_EXPIRY_INDEX, "expires_at_ms"),
 )
 
 friends = Table(
@@ -141,11 +144,16 @@ message_workers = Table(
 
 
 def _upgrade_1_to_2(conn: Connection) -> None:
-    message_workers.create(conn)
+    message_workers.create(conn, checkfirst=True)
+
+
+def _upgrade_2_to_3(conn: Connection) -> None:
+    if TOKENS_EXPIRY_INDEX not in {ix["name"] for ix in inspect(conn).get_indexes("tokens")}:
+        next(ix for ix in tokens.indexes if ix.name == TOKENS_EXPIRY_INDEX).create(conn)
 
 
 # version -> step that upgrades a database at that version to version + 1
-UPGRADES: dict[int, Callable[[Connection], None]] = {1: _upgrade_1_to_2}
+UPGRADES: dict[int, Callable[[Connection], None]] = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
 
 
 class SchemaTooNew(Exception):

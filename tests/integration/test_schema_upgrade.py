@@ -1,11 +1,11 @@
-"""A database written by schema version 1 is upgraded in place, data kept."""
+"""A database written by schema version 1 is upgraded in place (1→2→3), data kept."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, insert, inspect, select
+from sqlalchemy import create_engine, insert, inspect, select, text
 
 from mpim.store import schema
 from mpim.store.database import Database
@@ -18,6 +18,7 @@ def _create_version_1(url: str) -> None:
     version_1 = [t for t in schema.metadata.sorted_tables if t.name != "message_workers"]
     with engine.begin() as conn:
         schema.metadata.create_all(conn, tables=version_1)
+        conn.execute(text(f"DROP INDEX {schema.TOKENS_EXPIRY_INDEX}"))  # added by version 3
         conn.execute(insert(schema.schema_version).values(version=1))
         conn.execute(
             insert(schema.users).values(
@@ -40,9 +41,11 @@ async def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path)
     engine = create_engine(url)
     with engine.connect() as conn:
         assert "message_workers" in inspect(conn).get_table_names()
+        token_indexes = {ix["name"] for ix in inspect(conn).get_indexes("tokens")}
         version = conn.execute(select(schema.schema_version.c.version)).scalar_one()
     engine.dispose()
-    assert version == schema.SCHEMA_VERSION == 2
+    assert schema.TOKENS_EXPIRY_INDEX in token_indexes
+    assert version == schema.SCHEMA_VERSION == 3
 
 
 async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
