@@ -28,6 +28,7 @@ from mpim.cache.base import Cache
 from mpim.config import Settings
 from mpim.discovery.base import Instance
 from mpim.discovery.zookeeper import ZooKeeperRegistry
+from mpim.gateway.repair import InboxRepair
 from mpim.gateway.server import Gateway
 from mpim.metrics.endpoints import OpsEndpoints, OpsHttpServer
 from mpim.metrics.families import (
@@ -206,7 +207,12 @@ async def _start_gateway(node: Node) -> None:
     settings = node.settings
     services = _client_services(node, batch_sends=True)
     redis = _redis(settings, node)
-    bus = _build_bus(settings, node, redis)
+    # Pushes lost while the subscription was down: PULL them for online users.
+    repair = InboxRepair(
+        services.message, lambda: gateway.sessions, page_size=settings.gateway.pull_page_size
+    )
+    node.on_stop(repair.stop)
+    bus = _build_bus(settings, node, redis, on_resubscribed=lambda _: repair.trigger())
     gateway_settings = settings.gateway.model_copy(update={"gateway_id": node.instance_id})
     # Sends travel in SendBatch calls, one in flight, so a connection's
     # pipelined sends still commit in order.
@@ -268,10 +274,15 @@ def _redis_cache(settings: Settings, node: Node, redis: Redis) -> Cache:
     return cache
 
 
-def _build_bus(settings: Settings, node: Node, redis: Redis) -> Bus:
+def _build_bus(
+    settings: Settings,
+    node: Node,
+    redis: Redis,
+    on_resubscribed: Callable[[str], None] | None = None,
+) -> Bus:
     from mpim.bus.redis import RedisBus
 
-    bus = RedisBus(redis, settings.redis.key_prefix)
+    bus = RedisBus(redis, settings.redis.key_prefix, on_resubscribed=on_resubscribed)
     node.on_stop(bus.close)
     return bus
 
