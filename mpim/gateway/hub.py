@@ -132,9 +132,9 @@ class SessionHub:
     async def flush_marks(self) -> None:
         while self._marks:
             marks, self._marks = self._marks, []
-            request = message_pb2.MarkDeliveredRequest(
-                marks=[message_pb2.DeliveredMark(uid=u, seq=s) for u, s in marks]
-            )
+            request = message_pb2.MarkDeliveredRequest()
+            request.uids.extend([u for u, _ in marks])
+            request.seqs.extend([s for _, s in marks])
             try:
                 await self._messages.MarkDelivered(request)
             except Exception as exc:

@@ -117,16 +117,10 @@ class HistoryRequest(_message.Message):
     before_id: int
     def __init__(self, uid: _Optional[int] = ..., peer_uid: _Optional[int] = ..., group_id: _Optional[int] = ..., limit: _Optional[int] = ..., before_id: _Optional[int] = ...) -> None: ...
 
-class DeliveredMark(_message.Message):
-    __slots__ = ("uid", "seq")
-    UID_FIELD_NUMBER: _ClassVar[int]
-    SEQ_FIELD_NUMBER: _ClassVar[int]
-    uid: int
-    seq: int
-    def __init__(self, uid: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
-
 class MarkDeliveredRequest(_message.Message):
-    __slots__ = ("marks",)
-    MARKS_FIELD_NUMBER: _ClassVar[int]
-    marks: _containers.RepeatedCompositeFieldContainer[DeliveredMark]
-    def __init__(self, marks: _Optional[_Iterable[_Union[DeliveredMark, _Mapping]]] = ...) -> None: ...
+    __slots__ = ("uids", "seqs")
+    UIDS_FIELD_NUMBER: _ClassVar[int]
+    SEQS_FIELD_NUMBER: _ClassVar[int]
+    uids: _containers.RepeatedScalarFieldContainer[int]
+    seqs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, uids: _Optional[_Iterable[int]] = ..., seqs: _Optional[_Iterable[int]] = ...) -> None: ...

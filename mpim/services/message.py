@@ -254,7 +254,8 @@ class MessageServiceImpl:
         return message_pb2.MessageBatch(messages=messages)
 
     async def MarkDelivered(self, request: message_pb2.MarkDeliveredRequest) -> common_pb2.Empty:
-        await self._store.mark_delivered([(m.uid, m.seq) for m in request.marks])
+        # Unequal lists are a caller's bug: zip raises, the call fails as internal.
+        await self._store.mark_delivered(list(zip(request.uids, request.seqs, strict=True)))
         return _EMPTY
 
 
