@@ -25,7 +25,7 @@ from mpim.gateway.session import Session
 from mpim.metrics.families import GatewayMetrics
 from mpim.proto import message_pb2, push_pb2
 from mpim.proto.interfaces import MessageService
-from mpim.protocol.messages import format_message
+from mpim.protocol.messages import message_line_parts
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +80,13 @@ class SessionHub:
         """Record marks for everything queued, then write it, in arrival order."""
         while self._unconfirmed:
             batches, self._unconfirmed = self._unconfirmed, []
+            online = self._by_uid
             marks = [
-                (r.uid, r.seq)
+                (uid, seq)
                 for batch in batches
                 for delivery in batch.deliveries
-                for r in delivery.recipients
-                if r.uid in self._by_uid
+                for uid, seq in zip(delivery.uids, delivery.seqs, strict=True)
+                if uid in online
             ]
             if marks:
                 self._marks.extend(marks)
@@ -97,21 +98,24 @@ class SessionHub:
         now_ms = time.time() * 1000
         delivered_count = 0
         latency = self._metrics.push_latency
+        by_uid = self._by_uid
+        marks = self._marks
         for delivery in batch.deliveries:
             message = delivery.message
+            head, tail = message_line_parts(message)
             delivered_before = delivered_count
-            for recipient in delivery.recipients:
-                sessions = self._by_uid.get(recipient.uid)
+            for uid, seq in zip(delivery.uids, delivery.seqs, strict=True):
+                sessions = by_uid.get(uid)
                 if not sessions:
                     continue
-                line = format_message(message, recipient.seq)
+                line = f"{head}{seq}{tail}"
                 delivered = False
                 for session in list(sessions):
-                    delivered = session.push(recipient.seq, line) or delivered
+                    delivered = session.push(seq, line) or delivered
                 if delivered:
                     delivered_count += 1
                     if record:
-                        self._marks.append((recipient.uid, recipient.seq))
+                        marks.append((uid, seq))
             if delivered_count > delivered_before:
                 # One observation per message (not per recipient): a 1,000-member
                 # fan-out would otherwise cost 1,000 histogram updates.

@@ -25,17 +25,15 @@ _sym_db = _symbol_database.Default()
 from mpim.proto import common_pb2 as mpim_dot_proto_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mpim/proto/push.proto\x12\x07mpim.v1\x1a\x17mpim/proto/common.proto\"%\n\tRecipient\x12\x0b\n\x03uid\x18\x01 \x01(\x03\x12\x0b\n\x03seq\x18\x02 \x01(\x03\"U\n\x08\x44\x65livery\x12!\n\x07message\x18\x01 \x01(\x0b\x32\x10.mpim.v1.Message\x12&\n\nrecipients\x18\x02 \x03(\x0b\x32\x12.mpim.v1.Recipient\"2\n\tPushBatch\x12%\n\ndeliveries\x18\x01 \x03(\x0b\x32\x11.mpim.v1.Deliveryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mpim/proto/push.proto\x12\x07mpim.v1\x1a\x17mpim/proto/common.proto\"O\n\x08\x44\x65livery\x12!\n\x07message\x18\x01 \x01(\x0b\x32\x10.mpim.v1.Message\x12\x0c\n\x04uids\x18\x03 \x03(\x03\x12\x0c\n\x04seqs\x18\x04 \x03(\x03J\x04\x08\x02\x10\x03\"2\n\tPushBatch\x12%\n\ndeliveries\x18\x01 \x03(\x0b\x32\x11.mpim.v1.Deliveryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mpim.proto.push_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECIPIENT']._serialized_start=59
-  _globals['_RECIPIENT']._serialized_end=96
-  _globals['_DELIVERY']._serialized_start=98
-  _globals['_DELIVERY']._serialized_end=183
-  _globals['_PUSHBATCH']._serialized_start=185
-  _globals['_PUSHBATCH']._serialized_end=235
+  _globals['_DELIVERY']._serialized_start=59
+  _globals['_DELIVERY']._serialized_end=138
+  _globals['_PUSHBATCH']._serialized_start=140
+  _globals['_PUSHBATCH']._serialized_end=190
 # @@protoc_insertion_point(module_scope)

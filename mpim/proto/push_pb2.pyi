@@ -7,21 +7,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class Recipient(_message.Message):
-    __slots__ = ("uid", "seq")
-    UID_FIELD_NUMBER: _ClassVar[int]
-    SEQ_FIELD_NUMBER: _ClassVar[int]
-    uid: int
-    seq: int
-    def __init__(self, uid: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
-
 class Delivery(_message.Message):
-    __slots__ = ("message", "recipients")
+    __slots__ = ("message", "uids", "seqs")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    UIDS_FIELD_NUMBER: _ClassVar[int]
+    SEQS_FIELD_NUMBER: _ClassVar[int]
     message: _common_pb2.Message
-    recipients: _containers.RepeatedCompositeFieldContainer[Recipient]
-    def __init__(self, message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ..., recipients: _Optional[_Iterable[_Union[Recipient, _Mapping]]] = ...) -> None: ...
+    uids: _containers.RepeatedScalarFieldContainer[int]
+    seqs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ..., uids: _Optional[_Iterable[int]] = ..., seqs: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PushBatch(_message.Message):
     __slots__ = ("deliveries",)

@@ -61,12 +61,22 @@ def is_message_line(line: str) -> bool:
 
 def format_message(message: common_pb2.Message, seq: int) -> str:
     """The line a reader with inbox sequence ``seq`` sees for ``message``."""
+    head, tail = message_line_parts(message)
+    return f"{head}{seq}{tail}"
+
+
+def message_line_parts(message: common_pb2.Message) -> tuple[str, str]:
+    """(head, tail): every recipient's line is head + its seq + tail.
+
+    A fan-out formats the message once, not once per member.
+    """
     if message.kind == common_pb2.MESSAGE_KIND_GROUP:
         return (
             f"GMSG id={message.id} group={message.group_id} from={message.from_uid} "
-            f"ts={message.ts_ms} seq={seq} text={message.text}"
+            f"ts={message.ts_ms} seq=",
+            f" text={message.text}",
         )
     return (
-        f"MSG id={message.id} from={message.from_uid} ts={message.ts_ms} "
-        f"seq={seq} text={message.text}"
+        f"MSG id={message.id} from={message.from_uid} ts={message.ts_ms} seq=",
+        f" text={message.text}",
     )

@@ -209,15 +209,23 @@ class MessageServiceImpl:
             return
         batches: dict[str, push_pb2.PushBatch] = defaultdict(push_pb2.PushBatch)
         for s in stored:
-            per_gateway: dict[str, push_pb2.Delivery] = {}
+            # gateway -> (uids, seqs) of this message's recipients it holds
+            per_gateway: dict[str, tuple[list[int], list[int]]] = {}
             for uid, seq in s.deliveries:
                 for gateway_id in gateways_of.get(uid, ()):
-                    delivery = per_gateway.get(gateway_id)
-                    if delivery is None:
-                        delivery = batches[gateway_id].deliveries.add()
-                        delivery.message.CopyFrom(_message_pb(s))
-                        per_gateway[gateway_id] = delivery
-                    delivery.recipients.add(uid=uid, seq=seq)
+                    targets = per_gateway.get(gateway_id)
+                    if targets is None:
+                        targets = per_gateway[gateway_id] = ([], [])
+                    targets[0].append(uid)
+                    targets[1].append(seq)
+            if not per_gateway:
+                continue
+            message = _message_pb(s)
+            for gateway_id, (to_uids, to_seqs) in per_gateway.items():
+                delivery = batches[gateway_id].deliveries.add()
+                delivery.message.CopyFrom(message)
+                delivery.uids.extend(to_uids)
+                delivery.seqs.extend(to_seqs)
         for gateway_id, batch in batches.items():
             await self._bus.publish(gateway_id, batch)
 

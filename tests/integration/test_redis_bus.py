@@ -71,7 +71,8 @@ def batch(text: str, uid: int = 1, seq: int = 1) -> push_pb2.PushBatch:
     out = push_pb2.PushBatch()
     delivery = out.deliveries.add()
     delivery.message.text = text
-    delivery.recipients.add(uid=uid, seq=seq)
+    delivery.uids.append(uid)
+    delivery.seqs.append(seq)
     return out
 
 
@@ -92,7 +93,7 @@ async def test_each_gateway_gets_only_its_own_batches(
     await inbox_b.wait_for(1)
     assert inbox_a.texts == ["for a"]
     assert inbox_b.texts == ["for b"]
-    assert inbox_a.batches[0].deliveries[0].recipients[0].seq == 7
+    assert list(inbox_a.batches[0].deliveries[0].seqs) == [7]
     await sender.close()
     assert sender.stats.published == 3  # pub/sub does not know about receivers
 
