@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from mpim.bench.plot import CurvePoint, curve_from_summary, plot_bars, plot_latency_curve
 from mpim.bench.suite import MPIM, RELAY, SuiteRecord
-from mpim.bench.targets import TARGETS, figure_of, pick_summary, verdict
+from mpim.bench.targets import TARGETS, Target, figure_of, pick_summary, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -179,10 +179,10 @@ def _targets(doc: Doc) -> None:
         for server in (MPIM, RELAY):
             result = doc.result(t.key, server)
             summary = pick_summary(result, t.label_contains) if result else None
-            values.append(figure_of(summary, t.figure) if summary else None)
+            values.append(figure_of(summary, t.figure, result) if summary else None)
         unit = "ms" if t.unit == "ms" else ""
         verdict_text = verdict(t, values[0])
-        extra = _target_extra(doc, t.key)
+        extra = _target_extra(doc, t)
         doc.add(
             f"| {t.text} | {goal} | {_fmt(values[0], unit)} | {_fmt(values[1], unit)} "
             f"| {verdict_text}{extra} |"
@@ -200,10 +200,13 @@ def _targets(doc: Doc) -> None:
     doc.add("")
 
 
-def _target_extra(doc: Doc, key: str) -> str:
+def _target_extra(doc: Doc, target: Target) -> str:
+    key = target.key or ""
     result = doc.result(key, MPIM)
     if result is None:
         return ""
+    if target.figure.startswith("server."):
+        return _lookups_note(result.get("server_metrics", {}))
     lost = sum(int(s["counts"].get("lost", 0)) for s in result.get("summary", []))
     extra = f"; lost {lost}" if key.startswith("c2c") or key == "group" else ""
     if key == "idle":
@@ -212,6 +215,18 @@ def _target_extra(doc: Doc, key: str) -> str:
             held = summary["metrics"].get("connections") or 0
             extra = f"; {held:,.0f} connections held"
     return extra
+
+
+def _lookups_note(server: dict[str, Any]) -> str:
+    """How many lookups the ratio stands on, by kind."""
+    parts = []
+    for kind in ("route", "user"):
+        count = server.get(f"{kind}_lookups")
+        ratio = server.get(f"{kind}_hit_ratio")
+        if count is not None:
+            shown = f" at {ratio * 100:.1f} %" if ratio is not None else ""
+            parts.append(f"{count:,.0f} {kind} lookups{shown}")
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def _relay_metric(doc: Doc, key: str, metric: str) -> float | None:

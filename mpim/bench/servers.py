@@ -190,6 +190,8 @@ class ClusterProcess:
         self.name = "mpim-distributed"
         self.addrs: list[str] = []
         self.pids: list[int] = []
+        # Every process's /metrics: the run's server-side figures (cache hit ratio).
+        self.metrics_urls: list[str] = []
 
     def start(self) -> ClusterProcess:
         data = tomllib.loads(self.config.read_text())
@@ -199,6 +201,15 @@ class ClusterProcess:
         self.addrs = [f"{host}:{p['port']}" for p in processes if p.get("role") == "gateway"]
         if not self.addrs:
             raise ServerError(f"{self.config} lists no gateway")
+        http_host = data.get("gateway", {}).get("http_host", "127.0.0.1")
+        rpc_host = data.get("rpc", {}).get("host", "127.0.0.1")
+        self.metrics_urls = [
+            f"http://{http_host}:{p['http_port']}"
+            if "http_port" in p
+            else f"http://{rpc_host}:{p['metrics_port']}"
+            for p in processes
+            if "http_port" in p or "metrics_port" in p
+        ]
         self._cluster("start")
         run_dir = self.config.parent / cluster.get("run_dir", "run")
         self.pids = [

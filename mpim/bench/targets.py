@@ -86,12 +86,32 @@ TARGETS: Final = (
         "deliveries/s",
     ),
     Target("token AUTH per second", "login", "metrics.auth_per_s", ">=", 5_000, "/s"),
+    Target(
+        "distributed c2c: cache hit ratio of user and route lookups (issue 3, from /metrics)",
+        "dist_c2c_closed",
+        "server.user_and_route_hit_ratio",
+        ">=",
+        90,
+        "%",
+        note=_DISTRIBUTED_NOTE,
+    ),
 )
 
 
-def figure_of(summary: dict[str, Any], figure: str) -> float | None:
-    """The value a figure path names in one summary entry of a result JSON."""
+def figure_of(
+    summary: dict[str, Any], figure: str, result: dict[str, Any] | None = None
+) -> float | None:
+    """The value a figure path names in one summary entry of a result JSON.
+
+    ``server.<name>`` is what the server's own /metrics said over the run
+    (``mpim bench --metrics-url``); ratios are given in percent.
+    """
     kind, _, rest = figure.partition(".")
+    if kind == "server":
+        found = (result or {}).get("server_metrics", {}).get(rest)
+        if found is None:
+            return None
+        return float(found) * 100 if rest.endswith("_ratio") else float(found)
     if kind == "metrics":
         value = summary.get("metrics", {}).get(rest)
     elif kind == "latency":

@@ -110,3 +110,10 @@ def test_the_page_renders_tables_targets_and_charts(tmp_path: Path) -> None:
     assert "![c2c_closed](../results/c2c_closed.png)" in text
     assert (results / "c2c_closed.png").stat().st_size > 1000
     assert len(TARGETS) >= 6
+
+
+def test_server_figures_come_from_the_runs_metrics_as_percent() -> None:
+    result = {"server_metrics": {"user_and_route_hit_ratio": 0.955, "route_lookups": 40.0}}
+    assert figure_of({}, "server.user_and_route_hit_ratio", result) == 95.5
+    assert figure_of({}, "server.route_lookups", result) == 40.0
+    assert figure_of({}, "server.user_and_route_hit_ratio", {}) is None
