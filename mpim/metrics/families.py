@@ -227,6 +227,18 @@ class CacheMetrics:
         )
         self._children: dict[tuple[str, bool], Counter] = {}
 
+    def totals(self) -> tuple[float, float]:
+        """(hits, misses) over every kind: for logs and tests."""
+        hits = misses = 0.0
+        for family in self.lookups.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    if sample.labels["result"] == "hit":
+                        hits += sample.value
+                    else:
+                        misses += sample.value
+        return hits, misses
+
     def lookup(self, kind: str, hit: bool, count: int = 1) -> None:
         key = (kind, hit)
         child = self._children.get(key)
