@@ -43,7 +43,9 @@ class SessionHub:
     ) -> None:
         self._messages = messages
         self._metrics = metrics if metrics is not None else GatewayMetrics()
-        self._by_uid: dict[int, list[Session]] = {}
+        # A user's sessions; a user with one (most have one device) maps to
+        # the session itself, sparing a list per connection.
+        self._by_uid: dict[int, Session | list[Session]] = {}
         self._marks: list[tuple[int, int]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._confirm_marks = confirm_marks
@@ -52,16 +54,27 @@ class SessionHub:
         self.pushed = 0
 
     def add(self, uid: int, session: Session) -> None:
-        self._by_uid.setdefault(uid, []).append(session)
+        by_uid = self._by_uid
+        current = by_uid.get(uid)
+        if current is None:
+            by_uid[uid] = session
+        elif isinstance(current, list):
+            current.append(session)
+        else:
+            by_uid[uid] = [current, session]
 
     def remove(self, uid: int, session: Session) -> None:
-        sessions = self._by_uid.get(uid)
-        if sessions is None:
-            return
-        with contextlib.suppress(ValueError):
-            sessions.remove(session)
-        if not sessions:
-            del self._by_uid[uid]
+        by_uid = self._by_uid
+        current = by_uid.get(uid)
+        if current is session:
+            del by_uid[uid]
+        elif isinstance(current, list):
+            with contextlib.suppress(ValueError):
+                current.remove(session)
+            if len(current) == 1:
+                by_uid[uid] = current[0]
+            elif not current:
+                del by_uid[uid]
 
     def on_push(self, batch: push_pb2.PushBatch) -> None:
         """Bus handler: write each message to every local session of its recipients."""
@@ -106,12 +119,15 @@ class SessionHub:
             delivered_before = delivered_count
             for uid, seq in zip(delivery.uids, delivery.seqs, strict=True):
                 sessions = by_uid.get(uid)
-                if not sessions:
+                if sessions is None:
                     continue
                 line = f"{head}{seq}{tail}"
-                delivered = False
-                for session in list(sessions):
-                    delivered = session.push(seq, line) or delivered
+                if isinstance(sessions, list):
+                    delivered = False
+                    for session in list(sessions):
+                        delivered = session.push(seq, line) or delivered
+                else:
+                    delivered = sessions.push(seq, line)
                 if delivered:
                     delivered_count += 1
                     if record:

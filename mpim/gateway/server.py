@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 
@@ -15,7 +16,7 @@ from mpim.gateway.handlers import GatewayContext, detach
 from mpim.gateway.http import HttpServer
 from mpim.gateway.hub import SessionHub
 from mpim.gateway.session import Session
-from mpim.gateway.tcp import TcpConnection
+from mpim.gateway.tcp import TcpConnection, prepare_listener
 from mpim.gateway.transport import Transport
 from mpim.metrics.families import GatewayMetrics
 from mpim.services.bundle import Services
@@ -51,6 +52,17 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._idle_sweeper: asyncio.Task[None] | None = None
         self._greeting = f"+OK welcome mpim {__version__}"
+        # Bound once, not per connection: every session and connection keeps
+        # references to these, and a bound method is a new object each time.
+        self._make_session = self._new_session
+        self._dispatch = self.dispatcher.begin
+        self._closed_callback = self._session_closed
+        self._protocol_factory = functools.partial(
+            TcpConnection,
+            self._make_session,
+            settings.max_line_bytes,
+            self._greeting.encode() + b"\n",
+        )
         # WebSocket at /ws and the web client (settings.http_enabled).
         self.http: HttpServer | None = None
 
@@ -69,14 +81,18 @@ class Gateway:
         await self._bus.subscribe(self.settings.gateway_id, self.hub.on_push)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._make_protocol,
+            self._protocol_factory,
             self.settings.host,
             self.settings.port,
             reuse_address=True,
             backlog=4096,
+            start_serving=False,
         )
+        for sock in self._server.sockets:
+            prepare_listener(sock, self.settings.tcp_keepalive_seconds)
+        await self._server.start_serving()
         if self.settings.http_enabled:
-            self.http = HttpServer(self.settings, self._new_session, self._greeting)
+            self.http = HttpServer(self.settings, self._make_session, self._greeting)
             await self.http.start()
         if self.settings.idle_timeout_seconds > 0:
             self._idle_sweeper = loop.create_task(self._sweep_idle(), name="mpim-idle-sweep")
@@ -99,15 +115,6 @@ class Gateway:
                     logger.info("conn %s uid=%s: idle timeout", session.conn_id, session.uid)
                     session.close_with(notice)
 
-    def _make_protocol(self) -> TcpConnection:
-        settings = self.settings
-        return TcpConnection(
-            self._new_session,
-            settings.max_line_bytes,
-            self._greeting,
-            settings.tcp_keepalive_seconds,
-        )
-
     def _new_session(self, conn: Transport) -> Session:
         refuse = None
         if len(self.sessions) >= self.settings.max_connections:
@@ -119,8 +126,8 @@ class Gateway:
             f"{self.settings.gateway_id}-{next(self._ids)}",
             conn,
             self.settings,
-            self.dispatcher.begin,
-            self._session_closed,
+            self._dispatch,
+            self._closed_callback,
             refuse=refuse,
         )
         self.sessions.add(session)

@@ -6,6 +6,12 @@ the client is not reading its replies: a pipelining client is slowed down,
 never buffered without bound. Pushes are different: they are not awaited,
 so a client whose unsent output passes ``max_output_bytes`` is disconnected
 (its messages stay in its inbox for SYNC/PULL) instead of stalling others.
+
+Most connections are idle most of the time, and a gateway holds tens of
+thousands of them, so an idle session owns no task, event or queue: the
+command loop is a task only while lines are queued (``feed`` starts it, it
+ends when the queue is empty), and buffers are made when first needed and
+dropped when empty. The class has ``__slots__`` for the same reason.
 """
 
 from __future__ import annotations
@@ -23,11 +29,9 @@ from mpim.gateway.transport import Transport
 
 if TYPE_CHECKING:
     from mpim.config import GatewaySettings
+    from mpim.gateway.dispatcher import Step
 
 logger = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from mpim.gateway.dispatcher import Step
 
 LineDispatch = Callable[["Session", bytes], "Step"]
 
@@ -49,10 +53,37 @@ class _CloseWith:
 class Session:
     """A connected client: login state, ordered command execution, output."""
 
-    # Set on the instance only when it happens: the gateway counts it at close.
-    dropped_slow = False
-    # Idle sweeps (Gateway) since this connection last sent anything.
-    idle_sweeps = 0
+    __slots__ = (
+        "_closing",
+        "_dispatch",
+        "_flush_scheduled",
+        "_held",
+        "_held_bytes",
+        "_hold_depth",
+        "_inflight",
+        "_input_done",
+        "_lines",
+        "_login_timer",
+        "_on_closed",
+        "_out",
+        "_out_bytes",
+        "_reading_paused",
+        "_refuse",
+        "_reply_seqs",
+        "_settings",
+        "_shutdown_notice",
+        "_task",
+        "_write_paused",
+        "_write_waiter",
+        "closed",
+        "conn_id",
+        "dropped_slow",
+        "idle_sweeps",
+        "rate",
+        "token",
+        "transport",
+        "uid",
+    )
 
     def __init__(
         self,
@@ -69,44 +100,52 @@ class Session:
         self.uid: int | None = None
         self.token: str | None = None
         self.rate = TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
+        self.closed = False
+        # Set when it happens: the gateway counts it at close.
+        self.dropped_slow = False
+        # Idle sweeps (Gateway) since this connection last sent anything.
+        self.idle_sweeps = 0
         self._settings = settings
         self._dispatch = dispatch
-        # Replies of started commands, oldest first; written strictly in order.
-        self._inflight: deque[asyncio.Future[str | None]] = deque()
         self._on_closed = on_closed
-        self._lines: deque[bytes | _CloseWith] = deque()
-        self._wakeup = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
+        # Lines not executed yet; None when there are none.
+        self._lines: deque[bytes | _CloseWith] | None = None
+        # Replies of started commands, oldest first; written strictly in order.
+        self._inflight: deque[asyncio.Future[str | None]] | None = None
+        # The command loop while lines are queued (None when idle); once the
+        # session ends, its last loop, which runs the close.
+        self._task: asyncio.Task[None] | None = None
+        # The client is not reading its replies: the loop waits on the waiter.
+        self._write_paused = False
+        self._write_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
+        self._input_done = False
+        self._closing = False
         self._hold_depth = 0
-        self._held: list[tuple[int, str]] = []
+        self._held: list[tuple[int, str]] | None = None
         self._held_bytes = 0
         # seqs the current multi-line reply wrote: held pushes of them are dropped
-        self._reply_seqs: set[int] = set()
-        self._closing = False
-        self._out: list[bytes] = []
+        self._reply_seqs: set[int] | None = None
+        self._out: list[bytes] | None = None
         self._out_bytes = 0
         self._flush_scheduled = False
         self._shutdown_notice: str | None = None
-        self._input_done = False
-        self.closed = False
-        self._task: asyncio.Task[None] | None = None
         self._login_timer: asyncio.TimerHandle | None = None
         self._refuse = refuse
 
     def start(self) -> None:
-        """Begin executing commands; a refused session sends its reason and closes."""
-        loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._run(), name=f"session-{self.conn_id}")
+        """Accept commands; a refused session sends its reason and closes."""
         if self._refuse is not None:
-            self.close_with(self._refuse)
+            reply, self._refuse = self._refuse, None
+            self.close_with(reply)
             return
         timeout = self._settings.login_timeout_seconds
         if timeout > 0:
+            loop = asyncio.get_running_loop()
             self._login_timer = loop.call_later(timeout, self._login_expired)
 
     def _login_expired(self) -> None:
+        self._login_timer = None
         if self.uid is None and not self._closing:
             logger.info("conn %s: closed, no login within the timeout", self.conn_id)
             self.close_with(f"-ERR {ErrorCode.LOGIN_TIMEOUT.value}")
@@ -117,69 +156,101 @@ class Session:
         if self._closing:
             return
         self.idle_sweeps = 0
-        self._lines.extend(lines)
-        self._wakeup.set()
-        if len(self._lines) >= self._settings.max_pending_commands and not self._reading_paused:
+        queue = self._lines
+        if queue is None:
+            queue = self._lines = deque(lines)
+        else:
+            queue.extend(lines)
+        self._run_soon()
+        if len(queue) >= self._settings.max_pending_commands and not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
 
     def close_with(self, reply: str) -> None:
         """Framing failed: answer what came before, then ``reply``, then close."""
         if not self._closing:
-            self._lines.append(_CloseWith(reply))
+            queue = self._lines
+            if queue is None:
+                queue = self._lines = deque()
+            queue.append(_CloseWith(reply))
             self.input_ended()
 
     def input_ended(self) -> None:
         """The peer closed its side or the connection was lost."""
         self._input_done = True
-        self._wakeup.set()
+        self._run_soon()
 
     def connection_lost(self) -> None:
         self.closed = True
         self._closing = True
-        self._lines.clear()
-        self._writable.set()
+        self._lines = None
+        self.resume_writing()
         self.input_ended()
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self._write_paused = False
+        waiter, self._write_waiter = self._write_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- command loop --------------------------------------------------------
 
+    def _run_soon(self) -> None:
+        """Start the command loop unless it is running (or the session ended)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"session-{self.conn_id}"
+            )
+
     async def _run(self) -> None:
+        ended = True
         try:
-            while True:
-                if not self._lines:
-                    if self._input_done or self._closing:
-                        break
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    continue
-                line = self._lines.popleft()
-                if isinstance(line, _CloseWith):
-                    await self._drain()
-                    self.write_line(line.reply)
-                    break
-                if (
-                    self._reading_paused
-                    and len(self._lines) <= self._settings.max_pending_commands // 2
-                ):
-                    self._reading_paused = False
-                    self.transport.resume_reading()
-                await self._execute(line)
-                if not self._writable.is_set():
-                    await self._writable.wait()
+            ended = await self._run_lines()
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("session %s failed", self.conn_id)
         finally:
-            with contextlib.suppress(Exception):
+            if ended:
+                with contextlib.suppress(Exception):
+                    await self._drain()
+                await self._finish()
+            else:
+                # Idle: nothing runs for this connection until its next line.
+                self._task = None
+
+    async def _run_lines(self) -> bool:
+        """Execute queued lines in order: True when the session ends, False when idle."""
+        while True:
+            queue = self._lines
+            if not queue:
+                if self._input_done or self._closing:
+                    return True
+                self._lines = None
+                if not self._inflight:
+                    self._inflight = None
+                return False
+            line = queue.popleft()
+            if isinstance(line, _CloseWith):
                 await self._drain()
-            await self._finish()
+                self.write_line(line.reply)
+                return True
+            if self._reading_paused and len(queue) <= self._settings.max_pending_commands // 2:
+                self._reading_paused = False
+                self.transport.resume_reading()
+            await self._execute(line)
+            if self._login_timer is not None and self.uid is not None:
+                # Logged in within the deadline: the timer has nothing left to do.
+                self._login_timer.cancel()
+                self._login_timer = None
+            while self._write_paused:
+                waiter = self._write_waiter
+                if waiter is None:
+                    waiter = self._write_waiter = asyncio.get_running_loop().create_future()
+                await waiter
 
     async def _execute(self, line: bytes) -> None:
         """Run one command. Sends may overlap later commands; replies stay in order."""
@@ -195,10 +266,13 @@ class Session:
             return
         if step.pipelinable:
             task = asyncio.get_running_loop().create_task(step.call())
-            self._inflight.append(task)
+            inflight = self._inflight
+            if inflight is None:
+                inflight = self._inflight = deque()
+            inflight.append(task)
             task.add_done_callback(self._write_ready_replies)
-            if len(self._inflight) >= MAX_INFLIGHT:
-                await asyncio.wait({self._inflight[0]})
+            if len(inflight) >= MAX_INFLIGHT:
+                await asyncio.wait({inflight[0]})
                 self._write_ready_replies()
             return
         await self._drain()
@@ -208,6 +282,8 @@ class Session:
 
     def _write_ready_replies(self, _: object = None) -> None:
         inflight = self._inflight
+        if inflight is None:
+            return
         while inflight and inflight[0].done():
             future = inflight.popleft()
             if future.cancelled():
@@ -215,6 +291,8 @@ class Session:
             reply = future.result()
             if reply is not None:
                 self.write_line(reply)
+        if not inflight and self._task is None:
+            self._inflight = None
 
     async def _drain(self) -> None:
         """Wait until every started command has replied."""
@@ -229,6 +307,7 @@ class Session:
     async def _finish(self) -> None:
         if self._login_timer is not None:
             self._login_timer.cancel()
+            self._login_timer = None
         try:
             await self._on_closed(self)
         finally:
@@ -245,21 +324,22 @@ class Session:
             return
         self._shutdown_notice = notice
         self._closing = True
-        self._lines.clear()
-        self._wakeup.set()
-        if self._task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._task), grace)
-            if not self._task.done():
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+        self._lines = None
+        self._run_soon()  # an idle session has no loop: this one only closes
+        task = self._task
+        assert task is not None
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), grace)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def close_after_reply(self) -> None:
         """QUIT: what is queued is not executed; the connection closes after flushing."""
         self._closing = True
-        self._lines.clear()
-        self._wakeup.set()
+        self._lines = None
+        self._run_soon()
 
     # -- output --------------------------------------------------------------
 
@@ -276,7 +356,11 @@ class Session:
             self._queue_output(("\n".join(lines) + "\n").encode())
 
     def _queue_output(self, data: bytes) -> None:
-        self._out.append(data)
+        out = self._out
+        if out is None:
+            self._out = [data]
+        else:
+            out.append(data)
         self._out_bytes += len(data)
         if self._out_bytes >= _FLUSH_AT_BYTES:
             self._flush_output()
@@ -286,11 +370,12 @@ class Session:
 
     def _flush_output(self) -> None:
         self._flush_scheduled = False
-        if not self._out:
+        out = self._out
+        if out is None:
             return
-        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-        self._out.clear()
+        self._out = None
         self._out_bytes = 0
+        data = b"".join(out) if len(out) > 1 else out[0]
         if not self.closed:
             self.transport.write(data)
 
@@ -310,16 +395,20 @@ class Session:
         finally:
             self._hold_depth -= 1
             if self._hold_depth == 0:
-                held, self._held, self._held_bytes = self._held, [], 0
-                skip, self._reply_seqs = self._reply_seqs, set()
-                lines = [line for seq, line in held if seq not in skip]
-                if lines:
-                    self._write_push(lines)
+                held, self._held, self._held_bytes = self._held, None, 0
+                skip, self._reply_seqs = self._reply_seqs, None
+                if held:
+                    lines = [line for seq, line in held if skip is None or seq not in skip]
+                    if lines:
+                        self._write_push(lines)
 
     def write_message_lines(self, messages: list[tuple[int, str]]) -> None:
         """(seq, line) pairs of a multi-line reply."""
         if self._hold_depth:
-            self._reply_seqs.update(seq for seq, _ in messages)
+            seqs = self._reply_seqs
+            if seqs is None:
+                seqs = self._reply_seqs = set()
+            seqs.update(seq for seq, _ in messages)
         self.write_lines([line for _, line in messages])
 
     def push(self, seq: int, line: str) -> bool:
@@ -327,7 +416,10 @@ class Session:
         if self.closed or self._closing or self.uid is None:
             return False
         if self._hold_depth:
-            self._held.append((seq, line))
+            held = self._held
+            if held is None:
+                held = self._held = []
+            held.append((seq, line))
             self._held_bytes += len(line) + 1
             if self._held_bytes > self._settings.max_output_bytes:
                 self._drop_slow_consumer(self._held_bytes)
@@ -355,7 +447,7 @@ class Session:
         self.dropped_slow = True
         self.closed = True
         self._closing = True
-        self._out.clear()
+        self._out = None
         self._out_bytes = 0
         self.transport.abort()
         self.input_ended()

@@ -1,4 +1,10 @@
-"""The TCP transport: asyncio.Protocol framing straight into a Session."""
+"""The TCP transport: asyncio.Protocol framing straight into a Session.
+
+A gateway holds tens of thousands of these, so a connection keeps only what
+it needs (``__slots__``; the peer address is read from the transport when
+asked), and socket options are set once on the listening socket, which
+accepted sockets inherit, instead of on each connection.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from mpim.errors import ErrorCode
 from mpim.gateway.session import Session
@@ -20,22 +26,17 @@ SessionFactory = Callable[["TcpConnection"], Session]
 class TcpConnection(asyncio.Protocol):
     """Frames bytes into lines (bounded) and implements the session's Transport."""
 
+    __slots__ = ("_greeting", "_make_session", "_session", "_splitter", "_transport")
+
     kind = "tcp"
 
-    def __init__(
-        self,
-        make_session: SessionFactory,
-        max_line_bytes: int,
-        greeting: str,
-        keepalive_seconds: float = 0.0,
-    ) -> None:
+    def __init__(self, make_session: SessionFactory, max_line_bytes: int, greeting: bytes) -> None:
+        """``greeting``: the first line, with its ``\\n``."""
         self._make_session = make_session
-        self._keepalive = keepalive_seconds
         self._splitter = LineSplitter(max_line_bytes)
         self._greeting = greeting
         self._transport: asyncio.Transport | None = None
         self._session: Session | None = None
-        self._peer = "?"
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -43,16 +44,8 @@ class TcpConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._keepalive > 0:
-                enable_keepalive(sock, self._keepalive)
-        peer: Any = transport.get_extra_info("peername")
-        if peer:
-            self._peer = f"{peer[0]}:{peer[1]}"
         transport.set_write_buffer_limits(high=256 * 1024)
-        transport.write(self._greeting.encode() + b"\n")
+        transport.write(self._greeting)
         self._session = self._make_session(self)
         self._session.start()
 
@@ -113,14 +106,39 @@ class TcpConnection(asyncio.Protocol):
 
     @property
     def peer(self) -> str:
-        return self._peer
+        # Both uvloop and asyncio keep the address after the socket closes.
+        transport = self._transport
+        peer: Any = transport.get_extra_info("peername") if transport is not None else None
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
 
 
 KEEPALIVE_INTERVAL_SECONDS = 10
 KEEPALIVE_PROBES = 3
 
 
-def enable_keepalive(sock: socket.socket, idle_seconds: float) -> None:
+class SocketOptions(Protocol):
+    """What is set on a socket: a ``socket.socket`` or a loop's wrapper of one."""
+
+    @property
+    def family(self) -> int: ...
+
+    def setsockopt(self, level: int, optname: int, value: int, /) -> None: ...
+
+
+def prepare_listener(sock: SocketOptions, keepalive_seconds: float) -> None:
+    """Set the options every client socket accepted on ``sock`` inherits.
+
+    Once here instead of per connection: asking a uvloop transport for its
+    socket creates an object it then keeps for the connection's lifetime.
+    (Both uvloop and asyncio also set TCP_NODELAY on each TCP connection.)
+    """
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if keepalive_seconds > 0:
+            enable_keepalive(sock, keepalive_seconds)
+
+
+def enable_keepalive(sock: SocketOptions, idle_seconds: float) -> None:
     """Let the kernel find dead peers: a crashed client host never sends a FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the system defaults apply

@@ -50,3 +50,13 @@ def test_line_exactly_at_limit_is_accepted() -> None:
 def test_thousands_of_lines_in_one_chunk() -> None:
     splitter = LineSplitter(100)
     assert splitter.feed(b"PING\n" * 5000) == [b"PING"] * 5000
+
+
+def test_holds_no_buffer_between_whole_lines() -> None:
+    splitter = LineSplitter(100)
+    assert splitter.feed(b"") == []
+    assert splitter.feed(b"PING\n") == [b"PING"]
+    assert splitter._buf is None  # an idle connection keeps no bytearray
+    assert splitter.feed(b"PI") == []
+    assert splitter.feed(b"NG\r\nPING\n") == [b"PING", b"PING"]
+    assert splitter._buf is None and splitter.pending == 0

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from mpim.cache.memory import MemoryCache
+from mpim.gateway import ratelimit
 from mpim.gateway.ratelimit import TokenBucket
 from mpim.ids import SnowflakeIds, timestamp_ms
 from mpim.services.throttle import LoginThrottle
@@ -54,6 +57,19 @@ def test_token_bucket_allows_burst_then_refuses() -> None:
     bucket = TokenBucket(rate=1, burst=5)
     assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
     assert all(TokenBucket(rate=0, burst=1).take() for _ in range(100))
+
+
+def test_token_bucket_refills_at_its_rate_up_to_the_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: now[0])
+    bucket = TokenBucket(rate=4, burst=3)
+    assert [bucket.take() for _ in range(4)] == [True] * 3 + [False]
+    now[0] += 0.25  # one token back
+    assert [bucket.take() for _ in range(2)] == [True, False]
+    now[0] += 0.125  # half a token is not one
+    assert not bucket.take()
+    now[0] += 60  # a long pause refills only up to the burst
+    assert [bucket.take() for _ in range(4)] == [True] * 3 + [False]
 
 
 async def test_memory_cache_expires_and_evicts_lru() -> None:
