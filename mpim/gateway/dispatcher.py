@@ -84,7 +84,11 @@ class Dispatcher:
             except MpimError as exc:
                 return self._error(exc.code, name).reply
             except Exception:
-                logger.exception("conn %s: %s failed", session.conn_id, name)
+                logger.exception(
+                    "%s failed",
+                    name,
+                    extra={"conn": session.conn_id, "uid": session.uid, "command": name},
+                )
                 return self._error(ErrorCode.INTERNAL, name).reply
             self._count(name, "ok")
             return reply

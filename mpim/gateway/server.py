@@ -112,14 +112,16 @@ class Gateway:
                     continue  # the login timeout covers these
                 session.idle_sweeps += 1
                 if session.idle_sweeps >= 2:
-                    logger.info("conn %s uid=%s: idle timeout", session.conn_id, session.uid)
+                    logger.info("idle timeout", extra={"conn": session.conn_id, "uid": session.uid})
                     session.close_with(notice)
 
     def _new_session(self, conn: Transport) -> Session:
         refuse = None
         if len(self.sessions) >= self.settings.max_connections:
             logger.warning(
-                "gateway full (%d connections); refusing %s", len(self.sessions), conn.peer
+                "gateway full (%d connections); refusing a connection",
+                len(self.sessions),
+                extra={"peer": conn.peer},
             )
             refuse = f"-ERR {ErrorCode.SERVER_BUSY.value}"
         session = Session(
@@ -141,7 +143,7 @@ class Gateway:
         try:
             await detach(self.ctx, session)
         except Exception:
-            logger.exception("conn %s: cleanup failed", session.conn_id)
+            logger.exception("cleanup failed", extra={"conn": session.conn_id})
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight commands finish, tell clients, close."""

@@ -147,7 +147,7 @@ class Session:
     def _login_expired(self) -> None:
         self._login_timer = None
         if self.uid is None and not self._closing:
-            logger.info("conn %s: closed, no login within the timeout", self.conn_id)
+            logger.info("closed: no login within the timeout", extra={"conn": self.conn_id})
             self.close_with(f"-ERR {ErrorCode.LOGIN_TIMEOUT.value}")
 
     # -- input (called by the transport) ------------------------------------
@@ -212,7 +212,7 @@ class Session:
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.exception("session %s failed", self.conn_id)
+            logger.exception("session failed", extra={"conn": self.conn_id, "uid": self.uid})
         finally:
             if ended:
                 with contextlib.suppress(Exception):
@@ -439,10 +439,8 @@ class Session:
     def _drop_slow_consumer(self, unsent: int) -> None:
         """Its messages stay in its inbox; the client reconnects and SYNCs."""
         logger.warning(
-            "conn %s uid=%s: slow consumer, %d bytes unsent; disconnecting",
-            self.conn_id,
-            self.uid,
-            unsent,
+            "slow consumer disconnected",
+            extra={"conn": self.conn_id, "uid": self.uid, "unsent_bytes": unsent},
         )
         self.dropped_slow = True
         self.closed = True

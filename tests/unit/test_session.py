@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
+import pytest
+
 from mpim.config import GatewaySettings
 from mpim.gateway.dispatcher import Step
 from mpim.gateway.hub import SessionHub
@@ -281,7 +283,9 @@ async def test_pushes_held_during_a_multi_line_reply_follow_it() -> None:
     assert session._held is None and session._reply_seqs is None
 
 
-async def test_a_reader_whose_held_pushes_pass_the_limit_is_dropped() -> None:
+async def test_a_reader_whose_held_pushes_pass_the_limit_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     session, transport, _ = make_session(Script(), max_output_bytes=64 * 1024)
     session.feed([b"AUTH"])
     await until(lambda: bool(transport.written))
@@ -290,6 +294,10 @@ async def test_a_reader_whose_held_pushes_pass_the_limit_is_dropped() -> None:
         taken = [session.push(seq, line) for seq in range(100)]
     assert taken[:60] == [True] * 60 and not taken[-1]
     assert session.dropped_slow and transport.aborted
+    # Logged once, with the connection and user as fields (not in the text).
+    [record] = [r for r in caplog.records if r.getMessage() == "slow consumer disconnected"]
+    assert (record.conn, record.uid) == (session.conn_id, session.uid)  # type: ignore[attr-defined]
+    assert record.unsent_bytes > 64 * 1024  # type: ignore[attr-defined]
 
 
 class RecordedMarks:
