@@ -21,11 +21,12 @@ import contextlib
 import logging
 import time
 
+from mpim.gateway.push_order import PushOrder
 from mpim.gateway.session import Session
 from mpim.metrics.families import GatewayMetrics
-from mpim.proto import message_pb2, push_pb2
+from mpim.proto import common_pb2, message_pb2, push_pb2
 from mpim.proto.interfaces import MessageService
-from mpim.protocol.messages import message_line_parts
+from mpim.protocol.messages import format_message, message_line_parts
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,11 @@ class SessionHub:
         self._unconfirmed: list[push_pb2.PushBatch] = []
         self._confirm_task: asyncio.Task[None] | None = None
         self.pushed = 0
+        # Several message services push independently: put each user's pushes
+        # back in seq order (see push_order.py). One embedded service needs not.
+        self.order: PushOrder | None = (
+            PushOrder(self._deliver, self._sync_after, _line_of) if confirm_marks else None
+        )
 
     def add(self, uid: int, session: Session) -> None:
         by_uid = self._by_uid
@@ -75,6 +81,8 @@ class SessionHub:
                 by_uid[uid] = current[0]
             elif not current:
                 del by_uid[uid]
+        if uid not in by_uid and self.order is not None:
+            self.order.forget(uid)
 
     def on_push(self, batch: push_pb2.PushBatch) -> None:
         """Bus handler: write each message to every local session of its recipients."""
@@ -109,36 +117,54 @@ class SessionHub:
 
     def _write(self, batch: push_pb2.PushBatch, *, record: bool = True) -> None:
         now_ms = time.time() * 1000
-        delivered_count = 0
+        pushed_before = self.pushed
         latency = self._metrics.push_latency
         by_uid = self._by_uid
         marks = self._marks
+        offer = self.order.offer if self.order is not None else self._deliver
         for delivery in batch.deliveries:
             message = delivery.message
             head, tail = message_line_parts(message)
-            delivered_before = delivered_count
+            taken = False
             for uid, seq in zip(delivery.uids, delivery.seqs, strict=True):
-                sessions = by_uid.get(uid)
-                if sessions is None:
+                if uid not in by_uid:
                     continue
-                line = f"{head}{seq}{tail}"
-                if isinstance(sessions, list):
-                    delivered = False
-                    for session in list(sessions):
-                        delivered = session.push(seq, line) or delivered
-                else:
-                    delivered = sessions.push(seq, line)
-                if delivered:
-                    delivered_count += 1
+                if offer(uid, seq, f"{head}{seq}{tail}"):
+                    taken = True
                     if record:
                         marks.append((uid, seq))
-            if delivered_count > delivered_before:
+            if taken:
                 # One observation per message (not per recipient): a 1,000-member
                 # fan-out would otherwise cost 1,000 histogram updates.
                 latency.observe(max(0.0, now_ms - message.ts_ms) / 1000)
-        if delivered_count:
-            self.pushed += delivered_count
-            self._metrics.delivered.inc(delivered_count)
+        self._count_delivered(pushed_before)
+
+    def _deliver(self, uid: int, seq: int, line: str) -> bool:
+        """Write one pushed line to every session of ``uid`` here."""
+        sessions = self._by_uid.get(uid)
+        if sessions is None:
+            return False
+        if isinstance(sessions, list):
+            delivered = False
+            for session in list(sessions):
+                delivered = session.push(seq, line) or delivered
+        else:
+            delivered = sessions.push(seq, line)
+        if delivered:
+            self.pushed += 1
+        return delivered
+
+    def _count_delivered(self, pushed_before: int) -> None:
+        if self.pushed > pushed_before:
+            self._metrics.delivered.inc(self.pushed - pushed_before)
+
+    async def _sync_after(self, uid: int, after_seq: int) -> list[common_pb2.Message]:
+        """A push gap: the messages after ``after_seq``, recorded as delivered."""
+        reply = await self._messages.Sync(message_pb2.SyncRequest(uid=uid, after_seq=after_seq))
+        if reply.messages:
+            self._marks.extend((uid, m.seq) for m in reply.messages)
+            self._schedule_flush()
+        return list(reply.messages)
 
     def _schedule_flush(self) -> None:
         if self._flush_task is None or self._flush_task.done():
@@ -163,6 +189,8 @@ class SessionHub:
                 return
 
     async def stop(self) -> None:
+        if self.order is not None:
+            await self.order.stop()
         if self._confirm_task is not None and not self._confirm_task.done():
             self._confirm_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -172,3 +200,7 @@ class SessionHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flush_task
         await self.flush_marks()
+
+
+def _line_of(message: common_pb2.Message) -> str:
+    return format_message(message, message.seq)
