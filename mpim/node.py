@@ -209,7 +209,10 @@ async def _start_gateway(node: Node) -> None:
     redis = _redis(settings, node)
     # Pushes lost while the subscription was down: PULL them for online users.
     repair = InboxRepair(
-        services.message, lambda: gateway.sessions, page_size=settings.gateway.pull_page_size
+        services.message,
+        lambda: gateway.hub.online_uids(),
+        lambda uid, seq, line: gateway.hub.deliver_ordered(uid, seq, line),
+        page_size=settings.gateway.pull_page_size,
     )
     node.on_stop(repair.stop)
     bus = _build_bus(settings, node, redis, on_resubscribed=lambda _: repair.trigger())

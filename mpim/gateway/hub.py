@@ -84,6 +84,17 @@ class SessionHub:
         if uid not in by_uid and self.order is not None:
             self.order.forget(uid)
 
+    def online_uids(self) -> list[int]:
+        return list(self._by_uid)
+
+    def deliver_ordered(self, uid: int, seq: int, line: str) -> bool:
+        """One line outside a bus batch (the catch-up), in the same per-user order."""
+        pushed_before = self.pushed
+        offer = self.order.offer if self.order is not None else self._deliver
+        taken = offer(uid, seq, line)
+        self._count_delivered(pushed_before)
+        return taken
+
     def on_push(self, batch: push_pb2.PushBatch) -> None:
         """Bus handler: write each message to every local session of its recipients."""
         if self._confirm_marks:

@@ -10,7 +10,10 @@ the missing seq arrives the run is written; if it has not come within
 route was known), the gap is fetched with SYNC and written first.
 
 The first push after a login sets the baseline, since the gateway does not
-know the user's seq before that. Only distributed gateways need this: one
+know the user's seq before that; a push at or below the last written seq is
+a repeat (a gap SYNC or the post-outage catch-up wrote it) and is dropped.
+So an older push still in flight when the baseline is set is not pushed;
+SYNC returns it, as always. Only distributed gateways need this: one
 embedded message service pushes in commit order.
 """
 
@@ -55,10 +58,11 @@ class PushOrder:
     def offer(self, uid: int, seq: int, line: str) -> bool:
         """Write now if in order; otherwise hold. True if written or held."""
         last = self._last.get(uid)
-        if last is None or seq <= last + 1:
+        if last is not None and seq <= last:
+            return True  # written already (a gap SYNC or the catch-up got there first)
+        if last is None or seq == last + 1:
             written = self._deliver(uid, seq, line)
-            if last is None or seq > last:
-                self._last[uid] = seq
+            self._last[uid] = seq
             if uid in self._held:
                 self._drain(uid)
             return written

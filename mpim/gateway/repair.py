@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from mpim.gateway.session import Session
 from mpim.proto import message_pb2
 from mpim.proto.interfaces import MessageService
 from mpim.protocol.messages import format_message
@@ -32,12 +30,16 @@ class InboxRepair:
     def __init__(
         self,
         messages: MessageService,
-        sessions: Callable[[], Iterable[Session]],
+        online_uids: Callable[[], Iterable[int]],
+        deliver: Callable[[int, int, str], bool],
         *,
         page_size: int = 500,
     ) -> None:
+        """``deliver(uid, seq, line)`` writes a push to the user's sessions, in
+        the hub's per-user seq order (so a line never goes out twice)."""
         self._messages = messages
-        self._sessions = sessions
+        self._online_uids = online_uids
+        self._deliver = deliver
         self._page = page_size
         self._task: asyncio.Task[None] | None = None
         self._again = False
@@ -58,26 +60,22 @@ class InboxRepair:
     async def _run(self) -> None:
         while True:
             self._again = False
-            by_uid: dict[int, list[Session]] = defaultdict(list)
-            for session in list(self._sessions()):
-                if session.uid is not None:
-                    by_uid[session.uid].append(session)
+            uids = list(self._online_uids())
             gate = asyncio.Semaphore(CONCURRENCY)
             results = await asyncio.gather(
-                *(self._repair(uid, sessions, gate) for uid, sessions in by_uid.items()),
-                return_exceptions=True,
+                *(self._repair(uid, gate) for uid in uids), return_exceptions=True
             )
             failed = sum(isinstance(r, Exception) for r in results)
             logger.info(
                 "push bus back: %d users caught up, %d messages delivered, %d failed",
-                len(by_uid) - failed,
+                len(uids) - failed,
                 self.delivered,
                 failed,
             )
             if not self._again:
                 return
 
-    async def _repair(self, uid: int, sessions: list[Session], gate: asyncio.Semaphore) -> None:
+    async def _repair(self, uid: int, gate: asyncio.Semaphore) -> None:
         async with gate:
             while True:
                 batch = await self._messages.Pull(
@@ -85,7 +83,6 @@ class InboxRepair:
                 )
                 for message in batch.messages:
                     line = format_message(message, message.seq)
-                    pushed = [s.push(message.seq, line) for s in sessions]
-                    self.delivered += any(pushed)
+                    self.delivered += self._deliver(uid, message.seq, line)
                 if not batch.more:
                     return

@@ -72,3 +72,14 @@ async def test_a_user_who_leaves_is_forgotten_with_what_was_held() -> None:
     po.offer(1, 10, "m10")  # a new login: its first push is the new baseline
     assert rec.written == [(1, 4), (1, 10)]
     await po.stop()
+
+
+async def test_a_line_written_already_is_not_written_again() -> None:
+    rec = Recorder(committed={1: [4, 5, 6]})
+    po = order(rec)
+    po.offer(1, 4, "m4")
+    po.offer(1, 6, "m6")
+    await asyncio.sleep(0.15)  # the gap SYNC wrote 5 and 6
+    po.offer(1, 5, "m5")  # the lost push turns up after all, or the catch-up offers it
+    po.offer(1, 6, "m6")
+    assert rec.written == [(1, 4), (1, 5), (1, 6)]
