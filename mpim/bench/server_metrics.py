@@ -9,10 +9,10 @@ where the cache hit ratio of user and route lookups comes from.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from mpim.metrics.scrape import Scrape, fetch
+from mpim.metrics.scrape import Scrape, fetch, ratio_of_hits
 
 logger = logging.getLogger(__name__)
 
@@ -35,32 +35,12 @@ def scrape_all(urls: Sequence[str]) -> Scrape | None:
     return Scrape.merge(pages)
 
 
-def _lookups(scrape: Scrape) -> dict[tuple[str, str], float]:
-    totals: dict[tuple[str, str], float] = {}
-    for s in scrape.samples:
-        if s.name == "mpim_cache_lookups_total":
-            key = (s.labels.get("kind", ""), s.labels.get("result", ""))
-            totals[key] = totals.get(key, 0.0) + s.value
-    return totals
+def _is_user(kind: str) -> bool:
+    return kind.startswith("user:")
 
 
-def _ratio(lookups: dict[tuple[str, str], float], want: tuple[str, ...] | None) -> float | None:
-    hits = misses = 0.0
-    for (kind, result), count in lookups.items():
-        if want is None and not (kind.startswith("user:") or kind in ROUTE_KINDS):
-            continue
-        if (
-            want is not None
-            and kind not in want
-            and not any(w.endswith(":") and kind.startswith(w) for w in want)
-        ):
-            continue
-        if result == "hit":
-            hits += count
-        else:
-            misses += count
-    total = hits + misses
-    return round(hits / total, 4) if total else None
+def _is_route(kind: str) -> bool:
+    return kind in ROUTE_KINDS
 
 
 def figures(before: Scrape, after: Scrape) -> dict[str, float | None]:
@@ -69,15 +49,20 @@ def figures(before: Scrape, after: Scrape) -> dict[str, float | None]:
     def delta(name: str, **labels: str) -> float:
         return after.value(name, **labels) - before.value(name, **labels)
 
-    start, end = _lookups(before), _lookups(after)
-    lookups = {k: end.get(k, 0.0) - start.get(k, 0.0) for k in end}
+    start, end = before.lookup_counts(), after.lookup_counts()
+    lookups = {k: end[k] - start.get(k, 0.0) for k in end}
+
+    def ratio(wanted: Callable[[str], bool]) -> float | None:
+        found = ratio_of_hits(lookups, wanted)
+        return None if found is None else round(found, 4)
+
     commits = delta("mpim_store_batch_size_count")
     return {
-        "user_lookups": sum(c for (k, _), c in lookups.items() if k.startswith("user:")),
-        "user_hit_ratio": _ratio(lookups, ("user:",)),
-        "route_lookups": sum(c for (k, _), c in lookups.items() if k in ROUTE_KINDS),
-        "route_hit_ratio": _ratio(lookups, ROUTE_KINDS),
-        "user_and_route_hit_ratio": _ratio(lookups, None),
+        "user_lookups": sum(c for (k, _), c in lookups.items() if _is_user(k)),
+        "user_hit_ratio": ratio(_is_user),
+        "route_lookups": sum(c for (k, _), c in lookups.items() if _is_route(k)),
+        "route_hit_ratio": ratio(_is_route),
+        "user_and_route_hit_ratio": ratio(lambda k: _is_user(k) or _is_route(k)),
         "messages_sent": delta("mpim_gateway_messages_total", event="sent"),
         "messages_delivered": delta("mpim_gateway_messages_total", event="delivered"),
         "store_commits": commits,

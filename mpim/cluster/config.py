@@ -121,8 +121,12 @@ class ClusterConfig:
 
     def probe_host(self, spec: ProcessSpec) -> str:
         """The host to dial for a health check from this machine."""
-        host = self.settings.gateway.host if spec.is_gateway else self.settings.rpc.host
-        return "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
+        return dial_host(self.settings.gateway.host if spec.is_gateway else self.settings.rpc.host)
+
+
+def dial_host(host: str) -> str:
+    """The address to dial for one a process listens on (a wildcard means loopback)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
 
 
 def load_cluster(path: Path) -> ClusterConfig:

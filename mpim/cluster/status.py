@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from mpim.cluster import probe, procs
 from mpim.cluster.commands import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, say
-from mpim.cluster.config import ClusterConfig, ProcessSpec
+from mpim.cluster.config import ClusterConfig, ProcessSpec, dial_host
 from mpim.cluster.table import render
 from mpim.metrics.scrape import Scrape, fetch
 from mpim.metrics.summary import COLUMNS, key_figures
@@ -102,9 +102,8 @@ def ops_url(cfg: ClusterConfig, spec: ProcessSpec) -> str | None:
     port = spec.http_port if spec.is_gateway else spec.metrics_port
     if port is None:
         return None
-    host = cfg.settings.gateway.http_host if spec.is_gateway else cfg.settings.rpc.host
-    host = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else host
-    return f"http://{host}:{port}"
+    host = dial_host(cfg.settings.gateway.http_host if spec.is_gateway else cfg.settings.rpc.host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _figures(cfg: ClusterConfig, specs: Sequence[ProcessSpec]) -> list[list[str]]:

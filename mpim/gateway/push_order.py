@@ -92,10 +92,10 @@ class PushOrder:
         await asyncio.gather(*self._fills, return_exceptions=True)
 
     def _drain(self, uid: int) -> None:
+        # Everything held is above the last written seq: offer holds only
+        # what skips ahead, and a gap fill takes all that is held.
         held = self._held[uid]
         last = self._last[uid]
-        for seq in [s for s in held if s <= last]:
-            del held[seq]  # filled by SYNC meanwhile
         while last + 1 in held:
             last += 1
             self._deliver(uid, last, held.pop(last))

@@ -13,6 +13,7 @@ locked add, not a label lookup.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
@@ -37,6 +38,17 @@ _LATENCY_BUCKETS = (
     10.0,
 )
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+Family = TypeVar("Family", Counter, Histogram)
+
+
+def _child(cache: dict[tuple[str, ...], Family], family: Family, *labels: str) -> Family:
+    """``family.labels(*labels)``, resolved once per label set and kept."""
+    child = cache.get(labels)
+    if child is None:
+        child = cache[labels] = family.labels(*labels)
+    return child
 
 
 def new_registry() -> CollectorRegistry:
@@ -99,26 +111,18 @@ class GatewayMetrics:
         self.sent = self.messages.labels("sent")
         self.delivered = self.messages.labels("delivered")
         self.pulled = self.messages.labels("pulled")
-        self._commands: dict[tuple[str, str], Counter] = {}
-        self._logins: dict[tuple[str, str], Counter] = {}
+        self._commands: dict[tuple[str, ...], Counter] = {}
+        self._logins: dict[tuple[str, ...], Counter] = {}
 
     def track_connections(self, count: Callable[[], int]) -> None:
         """Read the open-connection count at scrape time rather than keep a second copy."""
         self.connections_open.set_function(count)
 
     def command(self, name: str, outcome: str) -> None:
-        key = (name, outcome)
-        child = self._commands.get(key)
-        if child is None:
-            child = self._commands[key] = self.commands.labels(name, outcome)
-        child.inc()
+        _child(self._commands, self.commands, name, outcome).inc()
 
     def login(self, method: str, outcome: str) -> None:
-        key = (method, outcome)
-        child = self._logins.get(key)
-        if child is None:
-            child = self._logins[key] = self.logins.labels(method, outcome)
-        child.inc()
+        _child(self._logins, self.logins, method, outcome).inc()
 
 
 class RpcMetrics:
@@ -141,16 +145,16 @@ class RpcMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=reg,
         )
-        self._children: dict[tuple[bool, str, str, str], Histogram] = {}
+        self._client: dict[tuple[str, ...], Histogram] = {}
+        self._server: dict[tuple[str, ...], Histogram] = {}
 
     def observe(
         self, served: bool, service: str, method: str, outcome: str, seconds: float
     ) -> None:
-        key = (served, service, method, outcome)
-        child = self._children.get(key)
-        if child is None:
-            family = self.server_latency if served else self.client_latency
-            child = self._children[key] = family.labels(service, method, outcome)
+        if served:
+            child = _child(self._server, self.server_latency, service, method, outcome)
+        else:
+            child = _child(self._client, self.client_latency, service, method, outcome)
         child.observe(seconds)
 
 
@@ -225,7 +229,7 @@ class CacheMetrics:
             ["kind", "result"],
             registry=reg,
         )
-        self._children: dict[tuple[str, bool], Counter] = {}
+        self._children: dict[tuple[str, ...], Counter] = {}
 
     def totals(self) -> tuple[float, float]:
         """(hits, misses) over every kind: for logs and tests."""
@@ -240,11 +244,7 @@ class CacheMetrics:
         return hits, misses
 
     def lookup(self, kind: str, hit: bool, count: int = 1) -> None:
-        key = (kind, hit)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.lookups.labels(kind, "hit" if hit else "miss")
-        child.inc(count)
+        _child(self._children, self.lookups, kind, "hit" if hit else "miss").inc(count)
 
 
 ROUTE_KIND = "presence:route"

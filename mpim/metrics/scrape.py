@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,6 +18,10 @@ def fetch(base_url: str, path: str = "/metrics", timeout: float = 3.0) -> tuple[
             return int(reply.status), reply.read().decode()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read().decode()
+
+
+# (lookup kind, "hit" or "miss") -> count
+LookupCounts = dict[tuple[str, str], float]
 
 
 @dataclass(frozen=True)
@@ -53,20 +57,32 @@ class Scrape:
                 return bound
         return None
 
+    def lookup_counts(self) -> LookupCounts:
+        """Cache and route lookups, summed per (kind, result)."""
+        counts: LookupCounts = {}
+        for s in self.samples:
+            if s.name == "mpim_cache_lookups_total":
+                key = (s.labels.get("kind", ""), s.labels.get("result", ""))
+                counts[key] = counts.get(key, 0.0) + s.value
+        return counts
+
     def hit_ratio(self, *kinds: str) -> float | None:
         """Cache hit ratio over the given lookup kinds (all kinds if none given)."""
-        hits = misses = 0.0
-        for s in self.samples:
-            if s.name != "mpim_cache_lookups_total":
-                continue
-            if kinds and s.labels.get("kind") not in kinds:
-                continue
-            if s.labels.get("result") == "hit":
-                hits += s.value
-            else:
-                misses += s.value
-        total = hits + misses
-        return hits / total if total else None
+        return ratio_of_hits(self.lookup_counts(), lambda kind: not kinds or kind in kinds)
+
+
+def ratio_of_hits(counts: LookupCounts, wanted: Callable[[str], bool]) -> float | None:
+    """hits / lookups over the kinds ``wanted`` accepts; None if there were none."""
+    hits = misses = 0.0
+    for (kind, result), count in counts.items():
+        if not wanted(kind):
+            continue
+        if result == "hit":
+            hits += count
+        else:
+            misses += count
+    total = hits + misses
+    return hits / total if total else None
 
 
 def _matches(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
