@@ -14,6 +14,7 @@ from typing import Any
 
 from mpim import __version__
 from mpim.config import ConfigError, Settings, load_settings
+from mpim.gctune import freeze_startup_objects, tune_for_server
 from mpim.logs import configure_from_settings
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ async def serve_role(role: str, settings: Settings) -> int:
     from mpim.node import serve
 
     def ready(node: Any) -> None:
+        freeze_startup_objects()
         print(f"mpim {role} {node.instance_id} listening on {node.address}", flush=True)
 
     try:
@@ -147,6 +149,7 @@ def _run(main: Callable[[], Coroutine[Any, Any, int]], use_uvloop: bool) -> int:
             import uvloop
 
             loop_factory = uvloop.new_event_loop
+    tune_for_server()
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(main())
 
@@ -177,6 +180,7 @@ async def serve_embedded(settings: Settings) -> int:
     web = ""
     if runtime.gateway.http is not None:
         web = f"; web client http://{settings.gateway.http_host}:{runtime.gateway.http_port}/"
+    freeze_startup_objects()
     print(
         f"mpim listening on {settings.gateway.host}:{runtime.port} "
         f"(embedded{web}; data in {settings.data_dir})",
