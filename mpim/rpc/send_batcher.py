@@ -41,7 +41,8 @@ class BatchingMessageClient(MessageServiceClient):
         self._queue.append((item, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="mpim-send-batcher")
-        return await asyncio.shield(future)
+        # A caller that goes away cancels only its own future; the batch goes on.
+        return await future
 
     async def _flush_loop(self) -> None:
         while self._queue:

@@ -150,9 +150,9 @@ class MessageServiceImpl:
         self._pending.append((message, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="mpim-group-commit")
-        # Shielded: a client that disconnects mid-send must not cancel the
-        # commit other senders in the same batch are waiting on.
-        stored = await asyncio.shield(future)
+        # A client that disconnects mid-send cancels only this future: the
+        # message stays queued and the commit, awaited by the flush task, goes on.
+        stored = await future
         if stored.error is not None:
             raise MpimError(stored.error)
         return message_pb2.SendReply(msg_id=stored.msg_id, duplicate=stored.duplicate)
