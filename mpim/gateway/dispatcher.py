@@ -8,14 +8,16 @@ generic error, and the connection lives on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from mpim.errors import ErrorCode, MpimError
 from mpim.gateway.handlers import HANDLERS, GatewayContext
-from mpim.gateway.session import Session
+from mpim.gateway.session import Render, Session
+from mpim.proto import message_pb2
 from mpim.protocol import commands as c
 from mpim.protocol.commands import ParseLimits, split_command
 
@@ -28,11 +30,31 @@ _PIPELINABLE = frozenset({c.Send, c.SendGroup})
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """What a line turned into: an immediate reply, or a call to run."""
+    """What a line turned into: an immediate reply, a call to run, or a send
+    already queued (``pending``, whose reply line ``render`` makes)."""
 
     reply: str | None = None
     call: Callable[[], Coroutine[Any, Any, str | None]] | None = None
     pipelinable: bool = False
+    pending: asyncio.Future[Any] | None = None
+    render: Render | None = None
+
+
+@runtime_checkable
+class SendSubmitter(Protocol):
+    """A message service that queues a send without a coroutine.
+
+    The hot path: a pipelined send then costs one future, where a handler
+    call costs a task and a chain of coroutine frames per message.
+    """
+
+    def submit_send(
+        self, request: message_pb2.SendRequest
+    ) -> asyncio.Future[message_pb2.SendReply]: ...
+
+    def submit_group_send(
+        self, request: message_pb2.SendGroupRequest
+    ) -> asyncio.Future[message_pb2.SendReply]: ...
 
 
 _IGNORED = Step()
@@ -49,6 +71,10 @@ class Dispatcher:
         self._limits = ParseLimits(max_text_bytes=ctx.settings.max_text_bytes)
         self._pipeline_sends = pipeline_sends
         self._metrics = ctx.metrics
+        message = ctx.services.message
+        self._submitter = message if pipeline_sends and isinstance(message, SendSubmitter) else None
+        self._render_sent = self._send_renderer(c.Send.NAME, "+OK msg_id=")
+        self._render_group_sent = self._send_renderer(c.SendGroup.NAME, "+OK group_msg_id=")
         self.commands = 0
         self.errors = 0
 
@@ -73,6 +99,8 @@ class Dispatcher:
                 self._metrics.rate_limited.inc()
                 raise MpimError(ErrorCode.RATE_LIMITED)
             command = command_type.parse(rest, self._limits)
+            if self._submitter is not None and command_type in _PIPELINABLE:
+                return self._submit(session, command, cid)
         except MpimError as exc:
             return self._error(exc.code, name)
         handler = HANDLERS[command_type]
@@ -95,6 +123,38 @@ class Dispatcher:
 
         pipelinable = self._pipeline_sends and command_type in _PIPELINABLE
         return Step(call=call, pipelinable=pipelinable)
+
+    def _submit(self, session: Session, command: c.Command, client_cid: str | None) -> Step:
+        """Queue a send in arrival order; its reply is rendered when it commits."""
+        assert self._submitter is not None and session.uid is not None
+        cid = client_cid or ""
+        if isinstance(command, c.Send):
+            request = message_pb2.SendRequest(
+                from_uid=session.uid, to_uid=command.to_uid, text=command.text, client_msg_id=cid
+            )
+            return Step(pending=self._submitter.submit_send(request), render=self._render_sent)
+        assert isinstance(command, c.SendGroup)
+        group_request = message_pb2.SendGroupRequest(
+            from_uid=session.uid, group_id=command.group_id, text=command.text, client_msg_id=cid
+        )
+        return Step(
+            pending=self._submitter.submit_group_send(group_request),
+            render=self._render_group_sent,
+        )
+
+    def _send_renderer(self, name: str, prefix: str) -> Render:
+        def render(future: asyncio.Future[Any]) -> str | None:
+            try:
+                reply: message_pb2.SendReply = future.result()
+            except MpimError as exc:
+                return self._error(exc.code, name).reply
+            except Exception:
+                logger.exception("%s failed", name, extra={"command": name})
+                return self._error(ErrorCode.INTERNAL, name).reply
+            self._count(name, "ok")
+            return f"{prefix}{reply.msg_id}"
+
+        return render
 
     def _error(self, code: ErrorCode, name: str) -> Step:
         self.errors += 1

@@ -21,7 +21,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mpim.errors import ErrorCode
 from mpim.gateway.ratelimit import TokenBucket
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LineDispatch = Callable[["Session", bytes], "Step"]
+# Makes a started command's reply line from its finished future.
+Render = Callable[["asyncio.Future[Any]"], "str | None"]
 
 # Pipelined commands awaiting their reply on one connection, at most.
 MAX_INFLIGHT = 256
@@ -110,8 +112,9 @@ class Session:
         self._on_closed = on_closed
         # Lines not executed yet; None when there are none.
         self._lines: deque[bytes | _CloseWith] | None = None
-        # Replies of started commands, oldest first; written strictly in order.
-        self._inflight: deque[asyncio.Future[str | None]] | None = None
+        # Started commands, oldest first, with what renders each one's reply
+        # (None: the future's result is the line); written strictly in order.
+        self._inflight: deque[tuple[asyncio.Future[Any], Render | None]] | None = None
         # The command loop while lines are queued (None when idle); once the
         # session ends, its last loop, which runs the close.
         self._task: asyncio.Task[None] | None = None
@@ -255,40 +258,46 @@ class Session:
     async def _execute(self, line: bytes) -> None:
         """Run one command. Sends may overlap later commands; replies stay in order."""
         step = self._dispatch(self, line)
+        if step.pending is not None:
+            await self._track(step.pending, step.render)
+            return
         if step.call is None:
             if step.reply is not None:
                 if self._inflight:
                     done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
                     done.set_result(step.reply)
-                    self._inflight.append(done)
+                    self._inflight.append((done, None))
                 else:
                     self.write_line(step.reply)
             return
         if step.pipelinable:
-            task = asyncio.get_running_loop().create_task(step.call())
-            inflight = self._inflight
-            if inflight is None:
-                inflight = self._inflight = deque()
-            inflight.append(task)
-            task.add_done_callback(self._write_ready_replies)
-            if len(inflight) >= MAX_INFLIGHT:
-                await asyncio.wait({inflight[0]})
-                self._write_ready_replies()
+            await self._track(asyncio.get_running_loop().create_task(step.call()), None)
             return
         await self._drain()
         reply = await step.call()
         if reply is not None:
             self.write_line(reply)
 
+    async def _track(self, future: asyncio.Future[Any], render: Render | None) -> None:
+        """A started command: its reply is written when it and all before it are done."""
+        inflight = self._inflight
+        if inflight is None:
+            inflight = self._inflight = deque()
+        inflight.append((future, render))
+        future.add_done_callback(self._write_ready_replies)
+        if len(inflight) >= MAX_INFLIGHT:
+            await asyncio.wait({inflight[0][0]})
+            self._write_ready_replies()
+
     def _write_ready_replies(self, _: object = None) -> None:
         inflight = self._inflight
         if inflight is None:
             return
-        while inflight and inflight[0].done():
-            future = inflight.popleft()
+        while inflight and inflight[0][0].done():
+            future, render = inflight.popleft()
             if future.cancelled():
                 continue
-            reply = future.result()
+            reply = future.result() if render is None else render(future)
             if reply is not None:
                 self.write_line(reply)
         if not inflight and self._task is None:
@@ -297,11 +306,11 @@ class Session:
     async def _drain(self) -> None:
         """Wait until every started command has replied."""
         while self._inflight:
-            await asyncio.wait({self._inflight[-1]})
-            while self._inflight and self._inflight[0].done():
+            await asyncio.wait({self._inflight[-1][0]})
+            while self._inflight and self._inflight[0][0].done():
                 self._write_ready_replies()
             if self._inflight:
-                await asyncio.wait({self._inflight[0]})
+                await asyncio.wait({self._inflight[0][0]})
                 self._write_ready_replies()
 
     async def _finish(self) -> None:

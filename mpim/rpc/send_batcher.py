@@ -31,18 +31,29 @@ class BatchingMessageClient(MessageServiceClient):
         self._flusher: asyncio.Task[None] | None = None
 
     async def Send(self, request: message_pb2.SendRequest) -> message_pb2.SendReply:
-        return await self._enqueue(message_pb2.SendItem(direct=request))
+        return await self.submit_send(request)
 
     async def SendGroup(self, request: message_pb2.SendGroupRequest) -> message_pb2.SendReply:
-        return await self._enqueue(message_pb2.SendItem(group=request))
+        return await self.submit_group_send(request)
 
-    async def _enqueue(self, item: message_pb2.SendItem) -> message_pb2.SendReply:
+    def submit_send(
+        self, request: message_pb2.SendRequest
+    ) -> asyncio.Future[message_pb2.SendReply]:
+        """Queue a send now; the future resolves with its outcome in the batch."""
+        return self._enqueue(message_pb2.SendItem(direct=request))
+
+    def submit_group_send(
+        self, request: message_pb2.SendGroupRequest
+    ) -> asyncio.Future[message_pb2.SendReply]:
+        return self._enqueue(message_pb2.SendItem(group=request))
+
+    def _enqueue(self, item: message_pb2.SendItem) -> asyncio.Future[message_pb2.SendReply]:
+        # A caller that goes away cancels only its own future; the batch goes on.
         future: asyncio.Future[message_pb2.SendReply] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="mpim-send-batcher")
-        # A caller that goes away cancels only its own future; the batch goes on.
-        return await future
+        return future
 
     async def _flush_loop(self) -> None:
         while self._queue:

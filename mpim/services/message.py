@@ -69,7 +69,7 @@ class MessageServiceImpl:
         self._ids = SnowflakeIds(worker_id)
         self._max_batch = max_batch
         self._limits = ParseLimits(max_text_bytes=max_text_bytes)
-        self._pending: list[tuple[NewMessage, asyncio.Future[StoredMessage]]] = []
+        self._pending: list[tuple[NewMessage, asyncio.Future[message_pb2.SendReply]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._push_queue: asyncio.Queue[list[StoredMessage]] = asyncio.Queue(push_queue_batches)
         self._pusher: asyncio.Task[None] | None = None
@@ -96,49 +96,60 @@ class MessageServiceImpl:
     # storing transaction.
 
     async def Send(self, request: message_pb2.SendRequest) -> message_pb2.SendReply:
+        return await self.submit_send(request)
+
+    async def SendGroup(self, request: message_pb2.SendGroupRequest) -> message_pb2.SendReply:
+        return await self.submit_group_send(request)
+
+    def submit_send(
+        self, request: message_pb2.SendRequest
+    ) -> asyncio.Future[message_pb2.SendReply]:
+        """Queue a send now; the future resolves after its commit (the gateway's
+        hot path: no coroutine or task per message). Bad input raises here."""
         text = parse_text(request.text, self._limits)
         if request.to_uid == request.from_uid:
             raise MpimError(ErrorCode.CANNOT_SEND_TO_SELF)
-        return await self._submit(
-            DIRECT, request.from_uid, request.to_uid, text, request.client_msg_id
-        )
+        return self._submit(DIRECT, request.from_uid, request.to_uid, text, request.client_msg_id)
 
-    async def SendGroup(self, request: message_pb2.SendGroupRequest) -> message_pb2.SendReply:
+    def submit_group_send(
+        self, request: message_pb2.SendGroupRequest
+    ) -> asyncio.Future[message_pb2.SendReply]:
         text = parse_text(request.text, self._limits)
-        return await self._submit(
-            GROUP, request.from_uid, request.group_id, text, request.client_msg_id
-        )
+        return self._submit(GROUP, request.from_uid, request.group_id, text, request.client_msg_id)
 
     async def SendBatch(self, request: message_pb2.SendBatchRequest) -> message_pb2.SendBatchReply:
-        # Tasks start in creation order and each queues its message before its
-        # first await, so the batch commits in the order given.
-        loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(self._send_item(item)) for item in request.items]
+        # Each item is queued before the first await, so the batch commits in
+        # the order given.
+        queued: list[asyncio.Future[message_pb2.SendReply] | MpimError] = []
+        for item in request.items:
+            try:
+                if item.WhichOneof("item") == "group":
+                    queued.append(self.submit_group_send(item.group))
+                else:
+                    queued.append(self.submit_send(item.direct))
+            except MpimError as exc:
+                queued.append(exc)
         reply = message_pb2.SendBatchReply()
-        for task in tasks:
+        for future in queued:
             outcome = reply.outcomes.add()
             try:
-                outcome.reply.CopyFrom(await task)
+                if isinstance(future, MpimError):
+                    raise future
+                outcome.reply.CopyFrom(await future)
             except MpimError as exc:
                 outcome.error = exc.code.value
         return reply
 
-    async def _send_item(self, item: message_pb2.SendItem) -> message_pb2.SendReply:
-        if item.WhichOneof("item") == "group":
-            return await self.SendGroup(item.group)
-        return await self.Send(item.direct)
-
-    async def _submit(
+    def _submit(
         self,
         kind: common_pb2.MessageKind,
         sender: int,
         target: int,
         text: str,
         cid: str,
-    ) -> message_pb2.SendReply:
-        msg_id = self._ids.next_id()
+    ) -> asyncio.Future[message_pb2.SendReply]:
         message = NewMessage(
-            msg_id=msg_id,
+            msg_id=self._ids.next_id(),
             kind=kind,
             sender=sender,
             target=target,
@@ -146,16 +157,13 @@ class MessageServiceImpl:
             text=text,
             cid=cid or None,
         )
-        future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
+        # A caller that goes away cancels only its own future: the message
+        # stays queued and the commit, awaited by the flush task, goes on.
+        future: asyncio.Future[message_pb2.SendReply] = asyncio.get_running_loop().create_future()
         self._pending.append((message, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="mpim-group-commit")
-        # A client that disconnects mid-send cancels only this future: the
-        # message stays queued and the commit, awaited by the flush task, goes on.
-        stored = await future
-        if stored.error is not None:
-            raise MpimError(stored.error)
-        return message_pb2.SendReply(msg_id=stored.msg_id, duplicate=stored.duplicate)
+        return future
 
     async def _flush_loop(self) -> None:
         """One batch in flight at a time: whatever queued meanwhile is the next."""
@@ -174,8 +182,14 @@ class MessageServiceImpl:
                 continue
             self._queue_push([r for r in results if r.deliveries])
             for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+                if future.done():
+                    continue
+                if result.error is not None:
+                    future.set_exception(MpimError(result.error))
+                else:
+                    future.set_result(
+                        message_pb2.SendReply(msg_id=result.msg_id, duplicate=result.duplicate)
+                    )
 
     # -- pushing -------------------------------------------------------------
 
