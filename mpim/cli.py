@@ -14,8 +14,8 @@ from typing import Any
 
 from mpim import __version__
 from mpim.config import ConfigError, Settings, load_settings
-from mpim.gctune import freeze_startup_objects, tune_for_server
 from mpim.logs import configure_from_settings
+from mpim.tuning import freeze_startup_objects, tune_for_server
 
 logger = logging.getLogger(__name__)
 

@@ -143,6 +143,10 @@ class Dispatcher:
         )
 
     def _send_renderer(self, name: str, prefix: str) -> Render:
+        # Bound once: an accepted send counts as an ok command and a sent message.
+        ok = self._metrics.command_counter(name, "ok")
+        sent = self._metrics.sent
+
         def render(future: asyncio.Future[Any]) -> str | None:
             try:
                 reply: message_pb2.SendReply = future.result()
@@ -151,7 +155,8 @@ class Dispatcher:
             except Exception:
                 logger.exception("%s failed", name, extra={"command": name})
                 return self._error(ErrorCode.INTERNAL, name).reply
-            self._count(name, "ok")
+            ok.inc()
+            sent.inc()
             return f"{prefix}{reply.msg_id}"
 
         return render

@@ -119,7 +119,11 @@ class GatewayMetrics:
         self.connections_open.set_function(count)
 
     def command(self, name: str, outcome: str) -> None:
-        _child(self._commands, self.commands, name, outcome).inc()
+        self.command_counter(name, outcome).inc()
+
+    def command_counter(self, name: str, outcome: str) -> Counter:
+        """The child counting ``name`` with ``outcome``, for callers that bind it once."""
+        return _child(self._commands, self.commands, name, outcome)
 
     def login(self, method: str, outcome: str) -> None:
         _child(self._logins, self.logins, method, outcome).inc()

@@ -223,6 +223,14 @@ class MessageServiceImpl:
             return
         batches: dict[str, push_pb2.PushBatch] = defaultdict(push_pb2.PushBatch)
         for s in stored:
+            if len(s.deliveries) == 1:  # a direct message: no grouping needed
+                uid, seq = s.deliveries[0]
+                for gateway_id in gateways_of.get(uid, ()):
+                    delivery = batches[gateway_id].deliveries.add()
+                    _fill_message(delivery.message, s)
+                    delivery.uids.append(uid)
+                    delivery.seqs.append(seq)
+                continue
             # gateway -> (uids, seqs) of this message's recipients it holds
             per_gateway: dict[str, tuple[list[int], list[int]]] = {}
             for uid, seq in s.deliveries:
@@ -232,12 +240,9 @@ class MessageServiceImpl:
                         targets = per_gateway[gateway_id] = ([], [])
                     targets[0].append(uid)
                     targets[1].append(seq)
-            if not per_gateway:
-                continue
-            message = _message_pb(s)
             for gateway_id, (to_uids, to_seqs) in per_gateway.items():
                 delivery = batches[gateway_id].deliveries.add()
-                delivery.message.CopyFrom(message)
+                _fill_message(delivery.message, s)
                 delivery.uids.extend(to_uids)
                 delivery.seqs.extend(to_seqs)
         for gateway_id, batch in batches.items():
@@ -281,13 +286,15 @@ class MessageServiceImpl:
         return _EMPTY
 
 
-def _message_pb(stored: StoredMessage) -> common_pb2.Message:
+def _fill_message(msg: common_pb2.Message, stored: StoredMessage) -> None:
+    """Set a push's message in place (no intermediate message to copy)."""
     m = stored.message
-    msg = common_pb2.Message(
-        id=m.msg_id, kind=m.kind, from_uid=m.sender, ts_ms=m.ts_ms, text=m.text
-    )
+    msg.id = m.msg_id
+    msg.kind = m.kind
+    msg.from_uid = m.sender
+    msg.ts_ms = m.ts_ms
+    msg.text = m.text
     if m.kind == GROUP:
         msg.group_id = m.target
     else:
         msg.to_uid = m.target
-    return msg

@@ -101,12 +101,15 @@ _MESSAGE_COLUMNS = (
 
 def _group_members(conn: Connection, group_id: int) -> list[int] | None:
     """Members at this moment, or None when the group does not exist."""
-    members = [
-        int(uid)
-        for uid in conn.execute(
-            select(group_members.c.uid).where(group_members.c.group_id == group_id)
-        ).scalars()
-    ]
+    if rawsql.is_sqlite(conn):
+        members = rawsql.sqlite_group_member_uids(conn, group_id)
+    else:
+        members = [
+            int(uid)
+            for uid in conn.execute(
+                select(group_members.c.uid).where(group_members.c.group_id == group_id)
+            ).scalars()
+        ]
     if members:
         return members
     found = conn.execute(
@@ -260,6 +263,9 @@ class MessageStore:
         return found
 
     def _lock_seqs(self, conn: Connection, uids: list[int]) -> dict[int, int]:
+        if rawsql.is_sqlite(conn):
+            # BEGIN IMMEDIATE already holds the write lock: nothing to lock per row.
+            return dict(rawsql.sqlite_last_seqs(conn, uids))
         last: dict[int, int] = {}
         for chunk in _chunks(uids):
             rows = conn.execute(

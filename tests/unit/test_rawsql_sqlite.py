@@ -1,0 +1,35 @@
+"""SQLite's one-row reads on the writer's path give what a row-per-value SELECT gives."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine, insert, select
+
+from mpim.store import rawsql
+from mpim.store.schema import chat_groups, group_members, inbox_state, metadata
+
+
+def test_last_seqs_and_members_match_plain_selects_across_chunks() -> None:
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        known = list(range(1, 2 * rawsql.CHUNK + 50))
+        conn.execute(
+            insert(inbox_state),
+            [{"uid": uid, "last_seq": uid * 7 % 1000, "pull_floor": 0} for uid in known],
+        )
+        conn.execute(
+            insert(chat_groups),
+            [{"group_id": 5, "name": "g", "description": "", "owner_uid": 1, "created_at_ms": 0}],
+        )
+        conn.execute(
+            insert(group_members),
+            [{"group_id": 5, "uid": uid, "joined_at_ms": 0} for uid in (3, 1, 2_000_000_000_123)],
+        )
+
+        asked = [*known, 9_999_999_999]  # one uid without an inbox: left out
+        expected = dict(conn.execute(select(inbox_state.c.uid, inbox_state.c.last_seq)).all())
+        assert dict(rawsql.sqlite_last_seqs(conn, asked)) == expected
+        assert rawsql.sqlite_last_seqs(conn, []) == []
+
+        assert sorted(rawsql.sqlite_group_member_uids(conn, 5)) == [1, 3, 2_000_000_000_123]
+        assert rawsql.sqlite_group_member_uids(conn, 6) == []
