@@ -110,8 +110,9 @@ class Session:
         self._settings = settings
         self._dispatch = dispatch
         self._on_closed = on_closed
-        # Lines not executed yet; None when there are none.
-        self._lines: deque[bytes | _CloseWith] | None = None
+        # Lines not executed yet (a line already dispatched is queued as its
+        # Step); None when there are none.
+        self._lines: deque[bytes | Step | _CloseWith] | None = None
         # Started commands, oldest first, with what renders each one's reply
         # (None: the future's result is the line); written strictly in order.
         self._inflight: deque[tuple[asyncio.Future[Any], Render | None]] | None = None
@@ -159,15 +160,52 @@ class Session:
         if self._closing:
             return
         self.idle_sweeps = 0
+        pending: list[bytes] | list[bytes | Step] = lines
+        if self._task is None and self._lines is None and not self._write_paused:
+            pending = self._run_inline(lines)
+            if not pending or self._closing:
+                return
         queue = self._lines
         if queue is None:
-            queue = self._lines = deque(lines)
+            queue = self._lines = deque(pending)
         else:
-            queue.extend(lines)
+            queue.extend(pending)
         self._run_soon()
         if len(queue) >= self._settings.max_pending_commands and not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
+
+    def _run_inline(self, lines: list[bytes]) -> list[bytes | Step]:
+        """Run lines that need no await right here, with no task: the common
+        case of an idle connection sending a message or a PING.
+
+        Stops at the first step that must be awaited (or once replies have
+        to wait); that step and the lines after it are returned, in order,
+        for the command loop.
+        """
+        try:
+            for i, line in enumerate(lines):
+                step = self._dispatch(self, line)
+                if step.pending is not None:
+                    self._track_now(step.pending, step.render)
+                elif step.call is None:
+                    if step.reply is not None:
+                        self._reply_in_order(step.reply)
+                else:
+                    return [step, *lines[i + 1 :]]
+                if self._login_timer is not None and self.uid is not None:
+                    self._login_timer.cancel()
+                    self._login_timer = None
+                inflight = self._inflight
+                if self._closing or self._write_paused or (
+                    inflight is not None and len(inflight) >= MAX_INFLIGHT
+                ):
+                    return list(lines[i + 1 :])
+        except Exception:
+            logger.exception("session failed", extra={"conn": self.conn_id, "uid": self.uid})
+            self._closing = True
+            self._run_soon()
+        return []
 
     def close_with(self, reply: str) -> None:
         """Framing failed: answer what came before, then ``reply``, then close."""
@@ -255,20 +293,15 @@ class Session:
                     waiter = self._write_waiter = asyncio.get_running_loop().create_future()
                 await waiter
 
-    async def _execute(self, line: bytes) -> None:
+    async def _execute(self, line: bytes | Step) -> None:
         """Run one command. Sends may overlap later commands; replies stay in order."""
-        step = self._dispatch(self, line)
+        step = self._dispatch(self, line) if isinstance(line, bytes) else line
         if step.pending is not None:
             await self._track(step.pending, step.render)
             return
         if step.call is None:
             if step.reply is not None:
-                if self._inflight:
-                    done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-                    done.set_result(step.reply)
-                    self._inflight.append((done, None))
-                else:
-                    self.write_line(step.reply)
+                self._reply_in_order(step.reply)
             return
         if step.pipelinable:
             await self._track(asyncio.get_running_loop().create_task(step.call()), None)
@@ -278,16 +311,31 @@ class Session:
         if reply is not None:
             self.write_line(reply)
 
+    def _reply_in_order(self, reply: str) -> None:
+        """An immediate reply: now, unless earlier commands are still replying."""
+        if self._inflight:
+            done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+            done.set_result(reply)
+            self._inflight.append((done, None))
+        else:
+            self.write_line(reply)
+
     async def _track(self, future: asyncio.Future[Any], render: Render | None) -> None:
         """A started command: its reply is written when it and all before it are done."""
+        inflight = self._track_now(future, render)
+        if len(inflight) >= MAX_INFLIGHT:
+            await asyncio.wait({inflight[0][0]})
+            self._write_ready_replies()
+
+    def _track_now(
+        self, future: asyncio.Future[Any], render: Render | None
+    ) -> deque[tuple[asyncio.Future[Any], Render | None]]:
         inflight = self._inflight
         if inflight is None:
             inflight = self._inflight = deque()
         inflight.append((future, render))
         future.add_done_callback(self._write_ready_replies)
-        if len(inflight) >= MAX_INFLIGHT:
-            await asyncio.wait({inflight[0][0]})
-            self._write_ready_replies()
+        return inflight
 
     def _write_ready_replies(self, _: object = None) -> None:
         inflight = self._inflight
