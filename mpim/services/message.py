@@ -70,6 +70,10 @@ class MessageServiceImpl:
         self._max_batch = max_batch
         self._limits = ParseLimits(max_text_bytes=max_text_bytes)
         self._pending: list[tuple[NewMessage, asyncio.Future[message_pb2.SendReply]]] = []
+        # Delivered marks wait for the next commit of sends rather than make
+        # their own: under load that halves the commits (and fsyncs).
+        self._pending_marks: list[tuple[int, int]] = []
+        self._mark_waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._push_queue: asyncio.Queue[list[StoredMessage]] = asyncio.Queue(push_queue_batches)
         self._pusher: asyncio.Task[None] | None = None
@@ -161,25 +165,37 @@ class MessageServiceImpl:
         # stays queued and the commit, awaited by the flush task, goes on.
         future: asyncio.Future[message_pb2.SendReply] = asyncio.get_running_loop().create_future()
         self._pending.append((message, future))
+        self._flush_soon()
+        return future
+
+    def _flush_soon(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="mpim-group-commit")
-        return future
 
     async def _flush_loop(self) -> None:
         """One batch in flight at a time: whatever queued meanwhile is the next."""
-        while self._pending:
+        while self._pending or self._pending_marks:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
-            self._metrics.batch_size.observe(len(batch))
+            marks, self._pending_marks = self._pending_marks, []
+            mark_waiters, self._mark_waiters = self._mark_waiters, []
+            if batch:
+                self._metrics.batch_size.observe(len(batch))
             try:
-                results = await self._store.append([m for m, _ in batch])
+                results = await self._store.append([m for m, _ in batch], marks)
             except Exception as exc:
                 self._metrics.store_failures.inc(len(batch))
-                logger.error("storing %d messages failed: %r", len(batch), exc)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(MpimError(ErrorCode.SERVICE_UNAVAILABLE))
+                logger.error(
+                    "storing %d messages and %d marks failed: %r", len(batch), len(marks), exc
+                )
+                failed = [future for _, future in batch] + mark_waiters
+                for waiter in failed:
+                    if not waiter.done():
+                        waiter.set_exception(MpimError(ErrorCode.SERVICE_UNAVAILABLE))
                 continue
+            for waiter in mark_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
             self._queue_push([r for r in results if r.deliveries])
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
@@ -282,7 +298,13 @@ class MessageServiceImpl:
 
     async def MarkDelivered(self, request: message_pb2.MarkDeliveredRequest) -> common_pb2.Empty:
         # Unequal lists are a caller's bug: zip raises, the call fails as internal.
-        await self._store.mark_delivered(list(zip(request.uids, request.seqs, strict=True)))
+        marks = list(zip(request.uids, request.seqs, strict=True))
+        if marks:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._pending_marks.extend(marks)
+            self._mark_waiters.append(waiter)
+            self._flush_soon()
+            await waiter
         return _EMPTY
 
 

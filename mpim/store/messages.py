@@ -149,9 +149,22 @@ class MessageStore:
 
         return await self._db.write(job)
 
-    async def append(self, batch: list[NewMessage]) -> list[StoredMessage]:
-        """Store a batch in one transaction; results in batch order."""
-        return await self._db.write(lambda conn: self._append(conn, batch))
+    async def append(
+        self, batch: list[NewMessage], marks: Sequence[tuple[int, int]] = ()
+    ) -> list[StoredMessage]:
+        """Store a batch in one transaction; results in batch order.
+
+        ``marks`` ((uid, seq) pairs, see ``mark_delivered``) ride in the same
+        transaction: one commit, one fsync, instead of two.
+        """
+
+        def job(conn: Connection) -> list[StoredMessage]:
+            results = self._append(conn, batch) if batch else []
+            if marks:
+                rawsql.mark_delivered(conn, marks)
+            return results
+
+        return await self._db.write(job)
 
     def _append(self, conn: Connection, batch: list[NewMessage]) -> list[StoredMessage]:
         existing = self._existing_cids(conn, batch)
