@@ -187,6 +187,7 @@ class MessageStore:
         recipients = self._recipients(conn, fresh)
         uids = sorted({uid for targets in recipients.values() for uid in targets})
         last_seq = self._lock_seqs(conn, uids)
+        first_seq = dict(last_seq)
         accepted: list[StoredMessage] = []
         inbox_rows: list[tuple[int, int, int, bool]] = []
         for stored in fresh:
@@ -232,7 +233,7 @@ class MessageStore:
         )
         rawsql.insert_rows(conn, "inbox", ("uid", "seq", "msg_id", "delivered"), inbox_rows)
         touched = sorted({row[0] for row in inbox_rows})
-        rawsql.set_last_seqs(conn, [(uid, last_seq[uid]) for uid in touched])
+        rawsql.advance_last_seqs(conn, [(uid, last_seq[uid] - first_seq[uid]) for uid in touched])
         return results
 
     def _recipients(self, conn: Connection, fresh: list[StoredMessage]) -> dict[int, list[int]]:

@@ -50,20 +50,25 @@ def insert_rows(
         conn.exec_driver_sql(head + ", ".join([one] * len(chunk)), params)
 
 
-def set_last_seqs(conn: Connection, last_seq: Sequence[tuple[int, int]]) -> None:
-    """(uid, last_seq) pairs: one UPDATE per chunk, a CASE picking each row's value."""
+def advance_last_seqs(conn: Connection, advances: Sequence[tuple[int, int]]) -> None:
+    """(uid, n) pairs: add n to each uid's last_seq, one UPDATE per distinct n and chunk.
+
+    A group message advances all its members by the same n, so this is a
+    handful of ``uid IN (...)`` statements where a CASE would compare every
+    row against every uid of its chunk.
+    """
     p = _placeholder(conn)
-    for chunk in _chunks(last_seq):
-        cases = " ".join(f"WHEN {p} THEN {p}" for _ in chunk)
-        keys = ", ".join([p] * len(chunk))
-        params = (
-            *(value for uid, seq in chunk for value in (uid, seq)),
-            *(uid for uid, _ in chunk),
-        )
-        conn.exec_driver_sql(
-            f"UPDATE inbox_state SET last_seq = CASE uid {cases} END WHERE uid IN ({keys})",
-            params,
-        )
+    by_step: dict[int, list[int]] = {}
+    for uid, step in advances:
+        by_step.setdefault(step, []).append(uid)
+    for step, uids in by_step.items():
+        for i in range(0, len(uids), CHUNK):
+            chunk = uids[i : i + CHUNK]
+            keys = ", ".join([p] * len(chunk))
+            conn.exec_driver_sql(
+                f"UPDATE inbox_state SET last_seq = last_seq + {p} WHERE uid IN ({keys})",
+                (step, *chunk),
+            )
 
 
 def mark_delivered(conn: Connection, marks: Sequence[tuple[int, int]]) -> None:
