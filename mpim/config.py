@@ -98,6 +98,9 @@ class RedisSettings(BaseModel):
     # sharing one Redis never collide.
     key_prefix: str = "mpim:"
     socket_timeout_seconds: float = Field(default=1.0, gt=0)
+    # Connections per process; a request finding all busy waits for one (up
+    # to socket_timeout_seconds) instead of failing.
+    max_connections: int = Field(default=64, ge=2)
 
 
 class ZooKeeperSettings(BaseModel):

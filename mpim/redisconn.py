@@ -7,6 +7,11 @@ of failing when it is gone. Two things make that cheap and quiet:
   with back-off up to a second each), so one request costs at most one socket
   timeout and a PUBLISH is never sent twice; the adapters decide what to do
   on failure.
+- Its pool makes a request wait for a free connection. redis-py's default
+  pool instead raises ``MaxConnectionsError`` beyond 100 connections, which a
+  burst of logins reached in the presence service: the breaker took it for
+  an outage and routes were silently not written, so those users got no
+  pushes until they synced.
 - ``Breaker`` remembers that Redis is down, so during an outage requests skip
   Redis at once instead of each paying a timeout, lets one request probe
   again every ``retry_interval_seconds``, and logs one WARNING when an outage
@@ -21,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.maint_notifications import MaintNotificationsConfig
@@ -45,8 +50,10 @@ def redis_client(settings: RedisSettings) -> Redis:
     request can lose to a dead or frozen server. The caller owns the client
     and closes it with ``await client.aclose()``.
     """
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         settings.url,
+        max_connections=settings.max_connections,
+        timeout=settings.socket_timeout_seconds,  # waiting for a free connection
         socket_timeout=settings.socket_timeout_seconds,
         socket_connect_timeout=settings.socket_timeout_seconds,
         retry=Retry(NoBackoff(), 0),
@@ -55,6 +62,7 @@ def redis_client(settings: RedisSettings) -> Redis:
         # they may relax timeouts to 10 s - the opposite of what we need.
         maint_notifications_config=MaintNotificationsConfig(enabled=False),
     )
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 class Breaker:

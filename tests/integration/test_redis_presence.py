@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -255,3 +256,18 @@ async def test_routes_come_back_after_redis_restarts_empty(
             b"gw1-1": b"1",
             b"gw1-2": b"2",
         }
+
+
+async def test_a_burst_of_logins_beyond_the_pool_waits_and_loses_no_route(
+    redis_settings: RedisSettings, presence_factory: PresenceFactory
+) -> None:
+    # 300 concurrent logins through a pool of 8: each waits for a connection.
+    # redis-py's own pool raised MaxConnectionsError past its limit, which
+    # the breaker took for an outage: those routes were never written.
+    small_pool = redis_settings.model_copy(update={"max_connections": 8})
+    gateway = Gateway(presence_factory(small_pool), "gw-burst")
+    await gateway.heartbeat.beat()
+    uids = range(1, 301)
+    await asyncio.gather(*(gateway.login(uid, f"c{uid}") for uid in uids))
+    found = await routes(gateway.presence, *uids)
+    assert found == {(uid, "gw-burst", f"c{uid}") for uid in uids}
