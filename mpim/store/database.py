@@ -18,6 +18,13 @@ Measured with embedded c2c at 10,000 msg/s offered: disk writes halved
 closed-loop and group throughput did not change. (At 1 KiB pages group
 fan-out lost 10 %.) Existing databases keep their page size.
 
+On MySQL/MariaDB and PostgreSQL a second writer thread, the side lane,
+takes writes that touch no row a send's transaction does and must not wait
+behind one: delivered marks, which a gateway of several must store before it
+writes the pushes they record. Its commits run beside the main writer's, and
+the server's group commit shares their log flushes. SQLite has one writer,
+so there the side lane is the main one.
+
 When the server cannot be reached (refused, reset, gone away) every read and
 write fails at once with ``StoreUnavailable`` (``-ERR service unavailable``
 for the client) instead of retrying: one warning per outage is logged, and
@@ -31,6 +38,7 @@ import contextlib
 import logging
 import queue
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -127,6 +135,7 @@ class Database:
         metrics: StoreMetrics | None = None,
     ) -> None:
         self.url = url
+        self._is_sqlite = make_url(url).get_backend_name() == "sqlite"
         self.metrics = metrics if metrics is not None else StoreMetrics()
         self._sqlite_synchronous = sqlite_synchronous
         self._max_batch = max_batch
@@ -135,6 +144,8 @@ class Database:
         self._write_engine: Engine | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._side_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._side_writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._down_since: float | None = None  # monotonic time of the outage's first failure
@@ -148,7 +159,7 @@ class Database:
 
     @property
     def is_sqlite(self) -> bool:
-        return make_url(self.url).get_backend_name() == "sqlite"
+        return self._is_sqlite
 
     async def start(self) -> None:
         """Connect (creating the database if missing), migrate, start the writer."""
@@ -177,23 +188,33 @@ class Database:
             self._engine = create_engine(
                 self.url,
                 pool_pre_ping=True,
-                pool_size=self._read_threads + 1,
+                pool_size=self._read_threads + 2,
                 pool_recycle=3600,
                 isolation_level="READ COMMITTED",
                 hide_parameters=True,
             )
             self._write_engine = self._engine
         await self._loop.run_in_executor(self._readers, self._migrate)
-        self._writer = threading.Thread(target=self._write_loop, name="mpim-writer", daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(self._queue,), name="mpim-writer", daemon=True
+        )
         self._writer.start()
+        if not self.is_sqlite:
+            self._side_writer = threading.Thread(
+                target=self._write_loop,
+                args=(self._side_queue,),
+                name="mpim-side-writer",
+                daemon=True,
+            )
+            self._side_writer.start()
 
     def _on_sqlite_connect(self, dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA busy_timeout=10000")
         # Before WAL mode: a new, empty file takes this page size at its first write.
         cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute(f"PRAGMA synchronous={self._sqlite_synchronous}")
-        cursor.execute("PRAGMA busy_timeout=10000")
         page_size = int(cursor.execute("PRAGMA page_size").fetchone()[0])
         cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page_size}")
         # After a checkpoint the log file is cut back to this size.
@@ -218,6 +239,10 @@ class Database:
 
     async def stop(self) -> None:
         """Finish every queued write, then close. Nothing queued is dropped."""
+        if self._side_writer is not None:
+            self._side_queue.put(_STOP)
+            await asyncio.to_thread(self._side_writer.join)
+            self._side_writer = None
         if self._writer is not None:
             self._queue.put(_STOP)
             await asyncio.to_thread(self._writer.join)
@@ -271,26 +296,31 @@ class Database:
         if since is not None:
             logger.info("store reachable again after %.1fs", time.monotonic() - since)
 
-    async def write(self, job: Callable[[Connection], T]) -> T:
-        """Run ``job`` in the writer's next transaction; returns after commit."""
+    async def write(self, job: Callable[[Connection], T], *, side: bool = False) -> T:
+        """Run ``job`` in the writer's next transaction; returns after commit.
+
+        ``side``: in the side lane's (see above), for jobs that conflict with
+        no send and must not wait behind one.
+        """
         if self._writer is None or self._loop is None:
             raise RuntimeError("Database not started")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Pending(job, future))
+        lane = self._side_queue if side and self._side_writer is not None else self._queue
+        lane.put(_Pending(job, future))
         return await future
 
     # -- writer thread -------------------------------------------------------
 
-    def _write_loop(self) -> None:
+    def _write_loop(self, jobs: queue.SimpleQueue[Any]) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            first = jobs.get()
             if first is _STOP:
                 break
             batch: list[_Pending] = [first]
             while len(batch) < self._max_batch:
                 try:
-                    item = self._queue.get_nowait()
+                    item = jobs.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:
@@ -383,6 +413,24 @@ def ensure_database(url: str) -> None:
     else:
         return
     engine.dispose()
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor, patience_seconds: float = 10.0) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting out other processes opening the file.
+
+    SQLite answers "database is locked" at once, without its busy handler,
+    when another connection is switching the same new file at that moment
+    (several processes starting together).
+    """
+    deadline = time.monotonic() + patience_seconds
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _select_one(conn: Connection) -> None:
