@@ -70,8 +70,8 @@ class MessageServiceImpl:
         self._max_batch = max_batch
         self._limits = ParseLimits(max_text_bytes=max_text_bytes)
         self._pending: list[tuple[NewMessage, asyncio.Future[message_pb2.SendReply]]] = []
-        # Delivered marks wait for the next commit of sends rather than make
-        # their own: under load that halves the commits (and fsyncs).
+        # With one writer (SQLite) delivered marks wait for the next commit of
+        # sends rather than make their own: under load that halves the commits.
         self._pending_marks: list[tuple[int, int]] = []
         self._mark_waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -299,7 +299,9 @@ class MessageServiceImpl:
     async def MarkDelivered(self, request: message_pb2.MarkDeliveredRequest) -> common_pb2.Empty:
         # Unequal lists are a caller's bug: zip raises, the call fails as internal.
         marks = list(zip(request.uids, request.seqs, strict=True))
-        if marks:
+        if marks and not self._store.marks_ride_with_sends:
+            await self._store.mark_delivered(marks)
+        elif marks:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._pending_marks.extend(marks)
             self._mark_waiters.append(waiter)

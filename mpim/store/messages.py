@@ -371,6 +371,12 @@ class MessageStore:
 
         return await self._db.read(job)
 
+    @property
+    def marks_ride_with_sends(self) -> bool:
+        """Whether marks are best stored with the next sends (one writer: SQLite)
+        rather than alone in the side lane, beside them (see Database)."""
+        return self._db.is_sqlite
+
     async def mark_delivered(self, marks: list[tuple[int, int]]) -> None:
         """Flag (uid, seq) inbox rows as sent to a connection, so PULL skips them."""
 
@@ -378,4 +384,4 @@ class MessageStore:
             rawsql.mark_delivered(conn, marks)
 
         if marks:
-            await self._db.write(job)
+            await self._db.write(job, side=True)
