@@ -326,12 +326,14 @@ async def _build_service(role: str, settings: Settings, node: Node) -> object:
         remote = _client_services(node)
         worker_id = await MessageStore(db).claim_worker_id(node.instance_id, now_ms())
         logger.info("message service %s uses worker id %d", node.instance_id, worker_id)
+        # Routes are read from Redis directly, as gateways write them: a push
+        # batch then costs one Redis round trip, not a gRPC call and one.
         impl = assembly.message_service(
             settings,
             db,
             remote.user,
             remote.group,
-            remote.presence,
+            _presence(settings, node, redis, CacheMetrics(node.metrics)),
             _build_bus(settings, node, redis),
             worker_id=worker_id,
             metrics=MessageMetrics(node.metrics),
