@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -177,3 +178,38 @@ async def test_several_processes_may_create_the_schema_at_once(store_url: str) -
     finally:
         for db in databases:
             await db.stop()
+
+
+async def test_delivered_marks_do_not_wait_behind_a_send_commit_on_servers(
+    store_url: str,
+) -> None:
+    db = Database(store_url)
+    await db.start()
+    try:
+        users = UserStore(db)
+        alice = await users.create_user("alice", "x", 0)
+        bob = await users.create_user("bob", "x", 0)
+        assert alice is not None and bob is not None
+        store = MessageStore(db)
+        [stored] = await store.append([direct(alice, bob, "hi")])
+        [(uid, seq)] = stored.deliveries
+
+        # A send commit that has not finished: the main writer is held.
+        release = threading.Event()
+        held = asyncio.ensure_future(db.write(lambda _conn: release.wait(10)))
+        await asyncio.sleep(0.05)
+        marking = asyncio.ensure_future(store.mark_delivered([(uid, seq)]))
+        try:
+            if db.is_sqlite:  # one writer: the marks ride with the sends instead
+                assert store.marks_ride_with_sends
+                await asyncio.sleep(0.2)
+                assert not marking.done()
+            else:
+                assert not store.marks_ride_with_sends
+                await asyncio.wait_for(marking, 5)  # committed beside the held one
+        finally:
+            release.set()
+            await asyncio.gather(held, marking)
+        assert await store.pull(bob, 10) == ([], False)  # marked: nothing left to pull
+    finally:
+        await db.stop()
