@@ -86,6 +86,7 @@ def render(suite: SuiteRecord, results_dir: Path, doc_path: Path, regenerate: st
     doc = Doc(suite, results_dir, doc_path)
     _header(doc, regenerate)
     _targets(doc)
+    _analysis(doc)
     for run in suite.runs:
         key = run["key"]
         doc.add(f"## {run['title']}", "")
@@ -517,6 +518,18 @@ def _problems(doc: Doc, key: str) -> None:
             found.append(f"{entry.server}: exit codes {entry.exit_codes}")
     if found:
         doc.add("**Problems:**", "", *[f"- {p}" for p in dict.fromkeys(found)], "")
+
+
+ANALYSIS_FILE = "analysis.md"
+
+
+def _analysis(doc: Doc) -> None:
+    """The hand-written part: what the profiles and experiments say stands in
+    the way of each missed target (``bench/analysis.md``, beside the results,
+    so that measuring again keeps it)."""
+    path = doc.results_dir.parent / ANALYSIS_FILE
+    if path.exists():
+        doc.add(path.read_text().rstrip(), "")
 
 
 def _profiles(doc: Doc) -> None:

@@ -101,9 +101,13 @@ def test_the_page_renders_tables_targets_and_charts(tmp_path: Path) -> None:
         },
     )
     suite.save(results)
+    (tmp_path / "analysis.md").write_text("## What stands in the way\n\nThe writer.\n")
     doc = write_doc(results, tmp_path / "docs" / "benchmarks.md", "run me")
     text = doc.read_text()
     assert "## Targets (issue 4)" in text
+    # The hand-written analysis beside the results follows the targets table.
+    assert text.index("## Targets (issue 4)") < text.index("## What stands in the way")
+    assert "The writer." in text
     assert "| 25,000 | 100,000 | 0.25 |" in text
     assert "missed by 17 %" in text  # 25,000 of 30,000
     assert "not measured" in text
