@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from mpim.errors import ErrorCode, MpimError
 from mpim.gateway.handlers import HANDLERS, GatewayContext
@@ -20,6 +20,7 @@ from mpim.gateway.session import Render, Session
 from mpim.proto import message_pb2
 from mpim.protocol import commands as c
 from mpim.protocol.commands import ParseLimits, split_command
+from mpim.services.sending import SendSubmitter
 
 logger = logging.getLogger(__name__)
 
@@ -38,23 +39,6 @@ class Step:
     pipelinable: bool = False
     pending: asyncio.Future[Any] | None = None
     render: Render | None = None
-
-
-@runtime_checkable
-class SendSubmitter(Protocol):
-    """A message service that queues a send without a coroutine.
-
-    The hot path: a pipelined send then costs one future, where a handler
-    call costs a task and a chain of coroutine frames per message.
-    """
-
-    def submit_send(
-        self, request: message_pb2.SendRequest
-    ) -> asyncio.Future[message_pb2.SendReply]: ...
-
-    def submit_group_send(
-        self, request: message_pb2.SendGroupRequest
-    ) -> asyncio.Future[message_pb2.SendReply]: ...
 
 
 _IGNORED = Step()

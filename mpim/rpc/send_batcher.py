@@ -16,25 +16,20 @@ from typing import Final
 from mpim.errors import ErrorCode, MpimError, error_code
 from mpim.proto import message_pb2
 from mpim.proto.clients import MessageServiceClient
+from mpim.services.sending import SendsBySubmit
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH: Final = 512
 
 
-class BatchingMessageClient(MessageServiceClient):
+class BatchingMessageClient(SendsBySubmit, MessageServiceClient):
     """A MessageServiceClient whose Send and SendGroup go through SendBatch."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._queue: list[tuple[message_pb2.SendItem, asyncio.Future[message_pb2.SendReply]]] = []
         self._flusher: asyncio.Task[None] | None = None
-
-    async def Send(self, request: message_pb2.SendRequest) -> message_pb2.SendReply:
-        return await self.submit_send(request)
-
-    async def SendGroup(self, request: message_pb2.SendGroupRequest) -> message_pb2.SendReply:
-        return await self.submit_group_send(request)
 
     def submit_send(
         self, request: message_pb2.SendRequest

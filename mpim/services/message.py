@@ -22,6 +22,7 @@ from mpim.proto import common_pb2, group_pb2, message_pb2, presence_pb2, push_pb
 from mpim.proto.interfaces import GroupService, PresenceService, UserService
 from mpim.protocol.commands import HISTORY_MAX_LIMIT, ParseLimits, parse_text
 from mpim.services.clock import now_ms
+from mpim.services.sending import SendsBySubmit
 from mpim.store.messages import (
     DIRECT,
     GROUP,
@@ -43,7 +44,7 @@ def _page(limit: int) -> int:
     return _DEFAULT_PAGE if limit <= 0 else min(limit, _MAX_PAGE)
 
 
-class MessageServiceImpl:
+class MessageServiceImpl(SendsBySubmit):
     """Implements mpim.proto.interfaces.MessageService."""
 
     def __init__(
@@ -99,17 +100,10 @@ class MessageServiceImpl:
     # sends keep their order. The recipient and membership checks run in the
     # storing transaction.
 
-    async def Send(self, request: message_pb2.SendRequest) -> message_pb2.SendReply:
-        return await self.submit_send(request)
-
-    async def SendGroup(self, request: message_pb2.SendGroupRequest) -> message_pb2.SendReply:
-        return await self.submit_group_send(request)
-
     def submit_send(
         self, request: message_pb2.SendRequest
     ) -> asyncio.Future[message_pb2.SendReply]:
-        """Queue a send now; the future resolves after its commit (the gateway's
-        hot path: no coroutine or task per message). Bad input raises here."""
+        """Queue a send now; the future resolves after its commit (see SendsBySubmit)."""
         text = parse_text(request.text, self._limits)
         if request.to_uid == request.from_uid:
             raise MpimError(ErrorCode.CANNOT_SEND_TO_SELF)
