@@ -1,4 +1,4 @@
-"""A database written by schema version 1 is upgraded in place (1→2→3), data kept."""
+"""Databases written by older schema versions are upgraded in place, data kept."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, insert, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from mpim.store import schema
 from mpim.store.database import Database
@@ -45,7 +46,7 @@ async def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path)
         version = conn.execute(select(schema.schema_version.c.version)).scalar_one()
     engine.dispose()
     assert schema.TOKENS_EXPIRY_INDEX in token_indexes
-    assert version == schema.SCHEMA_VERSION == 3
+    assert version == schema.SCHEMA_VERSION == 4
 
 
 async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
@@ -61,3 +62,69 @@ async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
     with pytest.raises(schema.SchemaTooNew):
         await db.start()
     await db.stop()
+
+
+# The messages table as versions 1 to 3 created it on SQLite.
+_MESSAGES_V3 = """
+CREATE TABLE messages (
+    msg_id BIGINT NOT NULL, kind SMALLINT NOT NULL, sender BIGINT NOT NULL,
+    target BIGINT NOT NULL, conv VARCHAR(48) NOT NULL, ts_ms BIGINT NOT NULL,
+    text TEXT NOT NULL, client_msg_id VARCHAR(64),
+    PRIMARY KEY (msg_id),
+    CONSTRAINT uq_messages_sender_cid UNIQUE (sender, client_msg_id)
+)
+"""
+
+
+def _message(msg_id: int, cid: str | None) -> dict[str, object]:
+    return {
+        "msg_id": msg_id,
+        "kind": 1,
+        "sender": 7,
+        "target": 8,
+        "conv": "d:7:8",
+        "ts_ms": msg_id,
+        "text": f"m{msg_id}",
+        "client_msg_id": cid,
+    }
+
+
+async def test_version_3_sqlite_gets_a_partial_cid_index_and_keeps_its_messages(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'v3.sqlite3'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        others = [t for t in schema.metadata.sorted_tables if t.name != "messages"]
+        schema.metadata.create_all(conn, tables=others)
+        conn.execute(text(_MESSAGES_V3))
+        conn.execute(text("CREATE INDEX ix_messages_conv ON messages (conv, msg_id)"))
+        conn.execute(insert(schema.schema_version).values(version=3))
+        conn.execute(insert(schema.messages), [_message(1, "a"), _message(2, None)])
+    engine.dispose()
+
+    db = Database(url)
+    await db.start()
+    await db.stop()
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 4
+        assert inspect(conn).get_unique_constraints("messages") == []
+        indexes = {ix["name"]: ix for ix in inspect(conn).get_indexes("messages")}
+        assert set(indexes) == {"ix_messages_conv", schema.CID_INDEX}
+        ddl = conn.execute(
+            text("SELECT sql FROM sqlite_master WHERE name = :n"), {"n": schema.CID_INDEX}
+        ).scalar_one()
+        assert "WHERE client_msg_id IS NOT NULL" in ddl
+        kept = conn.execute(
+            select(schema.messages.c.msg_id, schema.messages.c.client_msg_id).order_by(
+                schema.messages.c.msg_id
+            )
+        ).all()
+        assert [tuple(row) for row in kept] == [(1, "a"), (2, None)]
+    with engine.begin() as conn:  # messages without a cid: as many as you like
+        conn.execute(insert(schema.messages), [_message(3, None), _message(4, None)])
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # a cid: still unique
+        conn.execute(insert(schema.messages), [_message(5, "a")])
+    engine.dispose()
