@@ -193,12 +193,12 @@ class Session:
                         self._reply_in_order(step.reply)
                 else:
                     return [step, *lines[i + 1 :]]
-                if self._login_timer is not None and self.uid is not None:
-                    self._login_timer.cancel()
-                    self._login_timer = None
+                self._after_command()
                 inflight = self._inflight
-                if self._closing or self._write_paused or (
-                    inflight is not None and len(inflight) >= MAX_INFLIGHT
+                if (
+                    self._closing
+                    or self._write_paused
+                    or (inflight is not None and len(inflight) >= MAX_INFLIGHT)
                 ):
                     return list(lines[i + 1 :])
         except Exception:
@@ -283,10 +283,7 @@ class Session:
                 self._reading_paused = False
                 self.transport.resume_reading()
             await self._execute(line)
-            if self._login_timer is not None and self.uid is not None:
-                # Logged in within the deadline: the timer has nothing left to do.
-                self._login_timer.cancel()
-                self._login_timer = None
+            self._after_command()
             while self._write_paused:
                 waiter = self._write_waiter
                 if waiter is None:
@@ -361,10 +358,18 @@ class Session:
                 await asyncio.wait({self._inflight[0][0]})
                 self._write_ready_replies()
 
-    async def _finish(self) -> None:
+    def _after_command(self) -> None:
+        if self.uid is not None:
+            # Logged in within the deadline: the timer has nothing left to do.
+            self._cancel_login_timer()
+
+    def _cancel_login_timer(self) -> None:
         if self._login_timer is not None:
             self._login_timer.cancel()
             self._login_timer = None
+
+    async def _finish(self) -> None:
+        self._cancel_login_timer()
         try:
             await self._on_closed(self)
         finally:
