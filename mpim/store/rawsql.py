@@ -18,11 +18,12 @@ return one row: the values joined by ``group_concat`` and split here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import Connection
 
 CHUNK: Final = 400
+Row = TypeVar("Row")
 _PLACEHOLDER: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
@@ -34,7 +35,7 @@ def _placeholder(conn: Connection) -> str:
     return placeholder
 
 
-def _chunks(rows: Sequence[tuple[Any, ...]]) -> list[Sequence[tuple[Any, ...]]]:
+def _chunks(rows: Sequence[Row]) -> list[Sequence[Row]]:
     return [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
 
 
@@ -62,8 +63,7 @@ def advance_last_seqs(conn: Connection, advances: Sequence[tuple[int, int]]) -> 
     for uid, step in advances:
         by_step.setdefault(step, []).append(uid)
     for step, uids in by_step.items():
-        for i in range(0, len(uids), CHUNK):
-            chunk = uids[i : i + CHUNK]
+        for chunk in _chunks(uids):
             keys = ", ".join([p] * len(chunk))
             conn.exec_driver_sql(
                 f"UPDATE inbox_state SET last_seq = last_seq + {p} WHERE uid IN ({keys})",
@@ -105,8 +105,7 @@ def sqlite_ints(conn: Connection, sql: str, params: Sequence[Any]) -> list[int]:
 def sqlite_last_seqs(conn: Connection, uids: Sequence[int]) -> list[tuple[int, int]]:
     """(uid, last_seq) of those of ``uids`` that have an inbox, in one row per chunk."""
     out: list[tuple[int, int]] = []
-    for i in range(0, len(uids), CHUNK):
-        chunk = uids[i : i + CHUNK]
+    for chunk in _chunks(uids):
         keys = ", ".join(["?"] * len(chunk))
         out.extend(
             sqlite_int_pairs(
