@@ -293,14 +293,16 @@ class MessageServiceImpl(SendsBySubmit):
     async def MarkDelivered(self, request: message_pb2.MarkDeliveredRequest) -> common_pb2.Empty:
         # Unequal lists are a caller's bug: zip raises, the call fails as internal.
         marks = list(zip(request.uids, request.seqs, strict=True))
-        if marks and not self._store.marks_ride_with_sends:
+        if not marks:
+            return _EMPTY
+        if not self._store.marks_ride_with_sends:
             await self._store.mark_delivered(marks)
-        elif marks:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._pending_marks.extend(marks)
-            self._mark_waiters.append(waiter)
-            self._flush_soon()
-            await waiter
+            return _EMPTY
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending_marks.extend(marks)
+        self._mark_waiters.append(waiter)
+        self._flush_soon()
+        await waiter
         return _EMPTY
 
 

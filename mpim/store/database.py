@@ -68,6 +68,8 @@ class _Pending:
 
 _STOP = object()
 SQLITE_PAGE_SIZE = 2048  # bytes; only a new database takes it
+# How long an SQLite connection waits for another's lock before "locked".
+SQLITE_BUSY_SECONDS = 10.0
 WAL_CHECKPOINT_BYTES = 64 * 1024 * 1024
 _CONFLICT_RETRIES = 3
 # MySQL/MariaDB client errors meaning the server was not reached or the
@@ -210,7 +212,7 @@ class Database:
 
     def _on_sqlite_connect(self, dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
         # Before WAL mode: a new, empty file takes this page size at its first write.
         cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
         _switch_to_wal(cursor)
@@ -415,14 +417,14 @@ def ensure_database(url: str) -> None:
     engine.dispose()
 
 
-def _switch_to_wal(cursor: sqlite3.Cursor, patience_seconds: float = 10.0) -> None:
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
     """``PRAGMA journal_mode=WAL``, waiting out other processes opening the file.
 
     SQLite answers "database is locked" at once, without its busy handler,
     when another connection is switching the same new file at that moment
     (several processes starting together).
     """
-    deadline = time.monotonic() + patience_seconds
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
     while True:
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
