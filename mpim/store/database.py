@@ -227,17 +227,23 @@ class Database:
         """Create or upgrade the schema; several processes may start at once."""
         assert self._write_engine is not None
         backend = make_url(self.url).get_backend_name()
-        with self._write_engine.begin() as conn:
+        with self._write_engine.connect() as conn:
             # SQLite's BEGIN IMMEDIATE already serialises; servers need a lock.
+            # MySQL's is the session's, and is released only after the commit:
+            # its DDL commits at once, so a process let in before the version
+            # row is committed would find the tables without it.
             if backend == "mysql":
                 conn.execute(text("SELECT GET_LOCK('mpim_schema', 120)"))
-            elif backend == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(7283641)"))
+                conn.commit()
             try:
-                migrate(conn)
+                with conn.begin():
+                    if backend == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(7283641)"))
+                    migrate(conn)
             finally:
                 if backend == "mysql":
                     conn.execute(text("SELECT RELEASE_LOCK('mpim_schema')"))
+                    conn.commit()
 
     async def stop(self) -> None:
         """Finish every queued write, then close. Nothing queued is dropped."""

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, literal, or_, select, update
 
 from mpim.errors import ErrorCode
 from mpim.proto import common_pb2
@@ -21,8 +21,11 @@ from mpim.store import rawsql
 from mpim.store.database import Database
 from mpim.store.schema import (
     chat_groups,
+    group_log,
     group_members,
     inbox,
+    inbox_delivered,
+    inbox_runs,
     inbox_state,
     message_workers,
     messages,
@@ -134,6 +137,113 @@ def _to_pb(row: Any, seq: int) -> common_pb2.Message:
     return msg
 
 
+class _RunBuilder:
+    """Each member's runs in one batch: consecutive seqs that are consecutive
+    messages of one group. A direct message or the member's own group message
+    in between ends a run (its seq or gseq no longer follows)."""
+
+    __slots__ = ("_closed", "_open")
+
+    def __init__(self) -> None:
+        self._open: dict[int, list[int]] = {}
+        self._closed: list[tuple[int, ...]] = []
+
+    def add(self, uid: int, seq: int, group_id: int, gseq: int) -> None:
+        run = self._open.get(uid)
+        if run is not None:
+            if run[1] == seq - 1 and run[2] == group_id and run[3] + (seq - run[0]) == gseq:
+                run[1] = seq
+                return
+            self._closed.append((uid, *run))
+        self._open[uid] = [seq, seq, group_id, gseq]
+
+    def rows(self) -> list[tuple[int, ...]]:
+        """(uid, first_seq, last_seq, group_id, first_gseq) for every run."""
+        return self._closed + [(uid, *run) for uid, run in self._open.items()]
+
+
+_MAX_SEQ = 2**63 - 1
+_RUN_SEQ = (inbox_runs.c.first_seq + (group_log.c.gseq - inbox_runs.c.first_gseq)).label("seq")
+
+
+def _window(conn: Connection, uid: int, lo: int, hi: int) -> list[Any]:
+    """The user's messages with lo < seq <= hi, in seq order, each row with ``seq``.
+
+    Direct messages (and group messages stored before version 5) have an
+    inbox row; group messages are found through the user's runs in the
+    group log.
+    """
+    hi = min(hi, _MAX_SEQ)
+    rows = list(
+        conn.execute(
+            select(*_MESSAGE_COLUMNS, inbox.c.seq)
+            .select_from(inbox.join(messages, messages.c.msg_id == inbox.c.msg_id))
+            .where(inbox.c.uid == uid, inbox.c.seq > lo, inbox.c.seq <= hi)
+        ).all()
+    )
+    # Runs are disjoint and ordered by first_seq: the one holding lo + 1 starts
+    # at or before it, every later one after it.
+    start = (
+        select(func.coalesce(func.max(inbox_runs.c.first_seq), 0))
+        .where(inbox_runs.c.uid == uid, inbox_runs.c.first_seq <= min(lo + 1, _MAX_SEQ))
+        .scalar_subquery()
+    )
+    runs = inbox_runs
+    joined = runs.join(
+        group_log,
+        and_(
+            group_log.c.group_id == runs.c.group_id,
+            group_log.c.gseq >= runs.c.first_gseq,
+            group_log.c.gseq <= runs.c.first_gseq + (runs.c.last_seq - runs.c.first_seq),
+            group_log.c.gseq > runs.c.first_gseq + (literal(lo) - runs.c.first_seq),
+            group_log.c.gseq <= runs.c.first_gseq + (literal(hi) - runs.c.first_seq),
+        ),
+    ).join(messages, messages.c.msg_id == group_log.c.msg_id)
+    rows.extend(
+        conn.execute(
+            select(*_MESSAGE_COLUMNS, _RUN_SEQ)
+            .select_from(joined)
+            .where(runs.c.uid == uid, runs.c.first_seq >= start, runs.c.first_seq <= hi)
+        ).all()
+    )
+    rows.sort(key=lambda row: int(row.seq))
+    return rows
+
+
+def _group_seqs(conn: Connection, uid: int, msg_ids: list[int]) -> dict[int, int]:
+    """msg_id -> the reader's seq, for group messages that reached them by run."""
+    if not msg_ids:
+        return {}
+    by_group: dict[int, dict[int, int]] = {}
+    for msg_id, group_id, gseq in conn.execute(
+        select(group_log.c.msg_id, group_log.c.group_id, group_log.c.gseq).where(
+            group_log.c.msg_id.in_(msg_ids)
+        )
+    ).all():
+        by_group.setdefault(int(group_id), {})[int(gseq)] = int(msg_id)
+    out: dict[int, int] = {}
+    for group_id, wanted in by_group.items():
+        low, high = min(wanted), max(wanted)
+        result = conn.execute(
+            select(inbox_runs.c.first_seq, inbox_runs.c.last_seq, inbox_runs.c.first_gseq)
+            .where(
+                inbox_runs.c.uid == uid,
+                inbox_runs.c.group_id == group_id,
+                inbox_runs.c.first_gseq <= high,
+            )
+            .order_by(inbox_runs.c.first_gseq.desc())
+        )
+        for first_seq, last_seq, first_gseq in result:
+            end = first_gseq + (last_seq - first_seq)
+            if end < low:
+                break
+            for gseq, msg_id in wanted.items():
+                if first_gseq <= gseq <= end:
+                    out[msg_id] = int(first_seq + (gseq - first_gseq))
+        result.close()
+    return out
+
+
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -185,27 +295,38 @@ class MessageStore:
         if not fresh:
             return results
         recipients = self._recipients(conn, fresh)
+        next_gseq = self._lock_groups(conn, fresh)
         uids = sorted({uid for targets in recipients.values() for uid in targets})
         last_seq = self._lock_seqs(conn, uids)
         first_seq = dict(last_seq)
         accepted: list[StoredMessage] = []
         inbox_rows: list[tuple[int, int, int, bool]] = []
+        log_rows: list[tuple[int, int, int]] = []
+        runs = _RunBuilder()
         for stored in fresh:
             targets = recipients[stored.msg_id]
-            if (
-                stored.error is None
-                and stored.message.kind == DIRECT
-                and targets[0] not in last_seq
-            ):
+            msg = stored.message
+            if stored.error is None and msg.kind == DIRECT and targets[0] not in last_seq:
                 stored.error = ErrorCode.NO_SUCH_USER
             if stored.error is not None:
                 continue
             accepted.append(stored)
+            deliveries = stored.deliveries
+            if msg.kind == DIRECT:
+                uid = targets[0]
+                seq = last_seq[uid] + 1
+                last_seq[uid] = seq
+                deliveries.append((uid, seq))
+                inbox_rows.append((uid, seq, stored.msg_id, False))
+                continue
+            gseq = next_gseq[msg.target]
+            next_gseq[msg.target] = gseq + 1
+            log_rows.append((msg.target, gseq, stored.msg_id))
             for uid in targets:
                 seq = last_seq[uid] + 1
                 last_seq[uid] = seq
-                stored.deliveries.append((uid, seq))
-                inbox_rows.append((uid, seq, stored.msg_id, False))
+                deliveries.append((uid, seq))
+                runs.add(uid, seq, msg.target, gseq)
         failed = {s.msg_id: s.error for s in fresh if s.error is not None}
         for result in results:
             if result.duplicate and result.msg_id in failed:
@@ -231,10 +352,50 @@ class MessageStore:
                 for s in fresh
             ],
         )
-        rawsql.insert_rows(conn, "inbox", ("uid", "seq", "msg_id", "delivered"), inbox_rows)
-        touched = sorted({row[0] for row in inbox_rows})
+        if inbox_rows:
+            rawsql.insert_rows(conn, "inbox", ("uid", "seq", "msg_id", "delivered"), inbox_rows)
+        if log_rows:
+            rawsql.insert_rows(conn, "group_log", ("group_id", "gseq", "msg_id"), log_rows)
+            rawsql.insert_rows(
+                conn,
+                "inbox_runs",
+                ("uid", "first_seq", "last_seq", "group_id", "first_gseq"),
+                runs.rows(),
+            )
+        touched = sorted(uid for uid in last_seq if last_seq[uid] != first_seq[uid])
         rawsql.advance_last_seqs(conn, [(uid, last_seq[uid] - first_seq[uid]) for uid in touched])
         return results
+
+    def _lock_groups(self, conn: Connection, fresh: list[StoredMessage]) -> dict[int, int]:
+        """group_id -> the next gseq, for the groups this batch writes to.
+
+        Servers lock the groups' rows first (before any inbox_state row, the
+        order every writer keeps), so two message services number a group's
+        log one after the other. SQLite's writer lock already covers it.
+        """
+        group_ids = sorted(
+            {s.message.target for s in fresh if s.message.kind == GROUP and s.error is None}
+        )
+        if not group_ids:
+            return {}
+        if not rawsql.is_sqlite(conn):
+            conn.execute(
+                select(chat_groups.c.group_id)
+                .where(chat_groups.c.group_id.in_(group_ids))
+                .order_by(chat_groups.c.group_id)
+                .with_for_update()
+            ).all()
+        return {
+            gid: int(
+                conn.execute(
+                    select(func.coalesce(func.max(group_log.c.gseq), 0)).where(
+                        group_log.c.group_id == gid
+                    )
+                ).scalar_one()
+            )
+            + 1
+            for gid in group_ids
+        }
 
     def _recipients(self, conn: Connection, fresh: list[StoredMessage]) -> dict[int, list[int]]:
         """msg_id -> who gets an inbox row; sets ``error`` on refused group sends."""
@@ -299,30 +460,43 @@ class MessageStore:
     def _pull(
         self, conn: Connection, uid: int, limit: int
     ) -> tuple[list[common_pb2.Message], bool]:
-        floor = conn.execute(
-            select(inbox_state.c.pull_floor).where(inbox_state.c.uid == uid).with_for_update()
-        ).scalar()
-        floor = int(floor or 0)
-        rows = conn.execute(
-            select(*_MESSAGE_COLUMNS, inbox.c.seq)
-            .select_from(inbox.join(messages, messages.c.msg_id == inbox.c.msg_id))
-            .where(inbox.c.uid == uid, inbox.c.seq > floor, inbox.c.delivered.is_(False))
-            .order_by(inbox.c.seq)
-            .limit(limit + 1)
-        ).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        if not rows:
+        state = conn.execute(
+            select(inbox_state.c.pull_floor, inbox_state.c.last_seq)
+            .where(inbox_state.c.uid == uid)
+            .with_for_update()
+        ).first()
+        if state is None:
             return [], False
-        top = int(rows[-1].seq)
-        conn.execute(
-            update(inbox)
-            .where(inbox.c.uid == uid, inbox.c.seq > floor, inbox.c.seq <= top)
-            .values(delivered=True)
-        )
-        # Everything up to ``top`` is now delivered: later pulls start there.
-        conn.execute(update(inbox_state).where(inbox_state.c.uid == uid).values(pull_floor=top))
-        return [_to_pb(row, int(row.seq)) for row in rows], more
+        floor, last = int(state.pull_floor), int(state.last_seq)
+        found: list[Any] = []
+        low = floor
+        while len(found) <= limit and low < last:
+            high = min(low + limit + 1 - len(found), last)
+            done = set(
+                conn.execute(
+                    select(inbox_delivered.c.seq).where(
+                        inbox_delivered.c.uid == uid,
+                        inbox_delivered.c.seq > low,
+                        inbox_delivered.c.seq <= high,
+                    )
+                ).scalars()
+            )
+            found.extend(row for row in _window(conn, uid, low, high) if row.seq not in done)
+            low = high
+        more = len(found) > limit
+        found = found[:limit]
+        # Every seq up to the new floor is now returned or was delivered before.
+        new_floor = int(found[-1].seq) if more else last
+        if new_floor > floor:
+            conn.execute(
+                update(inbox_state).where(inbox_state.c.uid == uid).values(pull_floor=new_floor)
+            )
+            conn.execute(
+                delete(inbox_delivered).where(
+                    inbox_delivered.c.uid == uid, inbox_delivered.c.seq <= new_floor
+                )
+            )
+        return [_to_pb(row, int(row.seq)) for row in found], more
 
     async def sync(
         self, uid: int, after_seq: int, limit: int
@@ -330,13 +504,8 @@ class MessageStore:
         """Messages with seq > after_seq; (messages, reported seq, more)."""
 
         def job(conn: Connection) -> tuple[list[common_pb2.Message], int, bool]:
-            rows = conn.execute(
-                select(*_MESSAGE_COLUMNS, inbox.c.seq)
-                .select_from(inbox.join(messages, messages.c.msg_id == inbox.c.msg_id))
-                .where(inbox.c.uid == uid, inbox.c.seq > after_seq)
-                .order_by(inbox.c.seq)
-                .limit(limit + 1)
-            ).all()
+            # Seqs have no gaps: the next limit + 1 seqs are the page and its "more".
+            rows = _window(conn, uid, after_seq, after_seq + limit + 1)
             more = len(rows) > limit
             rows = rows[:limit]
             if rows:
@@ -367,7 +536,10 @@ class MessageStore:
             )
             if before_id is not None:
                 query = query.where(messages.c.msg_id < before_id)
-            return [_to_pb(r, int(r.seq or 0)) for r in conn.execute(query).all()]
+            rows = conn.execute(query).all()
+            unseen = [r for r in rows if r.seq is None and r.kind == GROUP and r.sender != uid]
+            by_run = _group_seqs(conn, uid, [int(r.msg_id) for r in unseen])
+            return [_to_pb(r, int(r.seq or by_run.get(int(r.msg_id), 0))) for r in rows]
 
         return await self._db.read(job)
 
@@ -378,7 +550,7 @@ class MessageStore:
         return self._db.is_sqlite
 
     async def mark_delivered(self, marks: list[tuple[int, int]]) -> None:
-        """Flag (uid, seq) inbox rows as sent to a connection, so PULL skips them."""
+        """Record (uid, seq) as sent to a connection of the user, so PULL skips them."""
 
         def job(conn: Connection) -> None:
             rawsql.mark_delivered(conn, marks)

@@ -40,19 +40,41 @@ def _chunks(rows: Sequence[Row]) -> list[Sequence[Row]]:
 
 
 def insert_rows(
-    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    ignore: bool = False,
 ) -> None:
-    """``INSERT INTO table (columns) VALUES (...), (...), ...`` in chunks."""
+    """``INSERT INTO table (columns) VALUES (...), (...), ...`` in chunks.
+
+    ``ignore``: rows whose key is taken are skipped, not an error.
+    """
     p = _placeholder(conn)
     one = "(" + ", ".join([p] * len(columns)) + ")"
-    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    verb, tail = _INSERT_IGNORING[conn.dialect.name] if ignore else ("INSERT INTO", "")
+    head = f"{verb} {table} ({', '.join(columns)}) VALUES "
     for chunk in _chunks(rows):
         params = tuple(value for row in chunk for value in row)
-        conn.exec_driver_sql(head + ", ".join([one] * len(chunk)), params)
+        conn.exec_driver_sql(head + ", ".join([one] * len(chunk)) + tail, params)
+
+
+_INSERT_IGNORING: Final = {
+    "sqlite": ("INSERT OR IGNORE INTO", ""),
+    "mysql": ("INSERT IGNORE INTO", ""),
+    "mariadb": ("INSERT IGNORE INTO", ""),
+    "postgresql": ("INSERT INTO", " ON CONFLICT DO NOTHING"),
+}
 
 
 def advance_last_seqs(conn: Connection, advances: Sequence[tuple[int, int]]) -> None:
-    """(uid, n) pairs: add n to each uid's last_seq, one UPDATE per distinct n and chunk.
+    """(uid, n) pairs: add n to each uid's last_seq."""
+    _advance(conn, "last_seq", advances)
+
+
+def _advance(conn: Connection, column: str, advances: Sequence[tuple[int, int]]) -> None:
+    """(uid, n) pairs: add n to an inbox_state column, one UPDATE per distinct n and chunk.
 
     A group message advances all its members by the same n, so this is a
     handful of ``uid IN (...)`` statements where a CASE would compare every
@@ -66,18 +88,56 @@ def advance_last_seqs(conn: Connection, advances: Sequence[tuple[int, int]]) -> 
         for chunk in _chunks(uids):
             keys = ", ".join([p] * len(chunk))
             conn.exec_driver_sql(
-                f"UPDATE inbox_state SET last_seq = last_seq + {p} WHERE uid IN ({keys})",
+                f"UPDATE inbox_state SET {column} = {column} + {p} WHERE uid IN ({keys})",
                 (step, *chunk),
             )
 
 
 def mark_delivered(conn: Connection, marks: Sequence[tuple[int, int]]) -> None:
-    """(uid, seq) inbox rows flagged delivered: one UPDATE per chunk."""
-    p = _placeholder(conn)
-    for chunk in _chunks(marks):
-        where = " OR ".join(f"(uid = {p} AND seq = {p})" for _ in chunk)
-        params = (True, *(value for uid, seq in chunk for value in (uid, seq)))
-        conn.exec_driver_sql(f"UPDATE inbox SET delivered = {p} WHERE {where}", params)
+    """(uid, seq) pairs sent to a connection of the user: PULL skips them from now on.
+
+    A seq is delivered when it is at or below the user's ``pull_floor`` or has
+    an ``inbox_delivered`` row. On SQLite the marks are in the sends'
+    transaction, under the one writer's lock, and move each floor up where
+    they continue it (pushes go out in seq order, so nearly always): no row
+    per message, and the inbox_state pages are the ones the sends dirty
+    anyway. Servers take marks in a lane of their own, beside send
+    transactions that hold inbox_state rows locked until they commit; there
+    each mark is a row, and PULL folds the rows into the floor.
+    """
+    if is_sqlite(conn):
+        _sqlite_raise_floors(conn, marks)
+    else:
+        insert_rows(conn, "inbox_delivered", ("uid", "seq"), sorted(set(marks)), ignore=True)
+
+
+def _sqlite_raise_floors(conn: Connection, marks: Sequence[tuple[int, int]]) -> None:
+    marked: dict[int, set[int]] = {}
+    for uid, seq in marks:
+        marked.setdefault(uid, set()).add(seq)
+    uids = sorted(marked)
+    floors = dict(_sqlite_pairs_of(conn, "uid || ',' || pull_floor", "inbox_state", uids))
+    held: dict[int, set[int]] = {}
+    for uid, seq in _sqlite_pairs_of(conn, "uid || ',' || seq", "inbox_delivered", uids):
+        held.setdefault(uid, set()).add(seq)
+    steps: list[tuple[int, int]] = []
+    rows: list[tuple[int, int]] = []
+    for uid in uids:
+        if uid not in floors:
+            continue  # not a user
+        floor = top = floors[uid]
+        seqs, before = marked[uid], held.get(uid, set())
+        while top + 1 in seqs or top + 1 in before:
+            top += 1
+        if top > floor:
+            steps.append((uid, top - floor))
+        rows.extend((uid, seq) for seq in sorted(seqs) if seq > top and seq not in before)
+        if before and min(before) <= top:
+            conn.exec_driver_sql(
+                "DELETE FROM inbox_delivered WHERE uid = ? AND seq <= ?", (uid, top)
+            )
+    _advance(conn, "pull_floor", steps)
+    insert_rows(conn, "inbox_delivered", ("uid", "seq"), rows)
 
 
 def is_sqlite(conn: Connection) -> bool:
@@ -104,14 +164,19 @@ def sqlite_ints(conn: Connection, sql: str, params: Sequence[Any]) -> list[int]:
 
 def sqlite_last_seqs(conn: Connection, uids: Sequence[int]) -> list[tuple[int, int]]:
     """(uid, last_seq) of those of ``uids`` that have an inbox, in one row per chunk."""
+    return _sqlite_pairs_of(conn, "uid || ',' || last_seq", "inbox_state", uids)
+
+
+def _sqlite_pairs_of(
+    conn: Connection, pair: str, table: str, uids: Sequence[int]
+) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for chunk in _chunks(uids):
         keys = ", ".join(["?"] * len(chunk))
         out.extend(
             sqlite_int_pairs(
                 conn,
-                "SELECT group_concat(uid || ',' || last_seq, ';') FROM inbox_state "
-                f"WHERE uid IN ({keys})",
+                f"SELECT group_concat({pair}, ';') FROM {table} WHERE uid IN ({keys})",
                 chunk,
             )
         )

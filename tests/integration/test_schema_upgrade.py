@@ -10,13 +10,18 @@ from sqlalchemy.exc import IntegrityError
 
 from mpim.store import schema
 from mpim.store.database import Database
-from mpim.store.messages import MessageStore
+from mpim.store.messages import DIRECT, GROUP, MessageStore, NewMessage
 from mpim.store.users import UserStore
+
+
+_SINCE_5 = ("group_log", "inbox_runs", "inbox_delivered")
 
 
 def _create_version_1(url: str) -> None:
     engine = create_engine(url)
-    version_1 = [t for t in schema.metadata.sorted_tables if t.name != "message_workers"]
+    version_1 = [
+        t for t in schema.metadata.sorted_tables if t.name not in ("message_workers", *_SINCE_5)
+    ]
     with engine.begin() as conn:
         schema.metadata.create_all(conn, tables=version_1)
         conn.execute(text(f"DROP INDEX {schema.TOKENS_EXPIRY_INDEX}"))  # added by version 3
@@ -46,7 +51,7 @@ async def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path)
         version = conn.execute(select(schema.schema_version.c.version)).scalar_one()
     engine.dispose()
     assert schema.TOKENS_EXPIRY_INDEX in token_indexes
-    assert version == schema.SCHEMA_VERSION == 4
+    assert version == schema.SCHEMA_VERSION == 5
 
 
 async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
@@ -95,7 +100,7 @@ async def test_version_3_sqlite_gets_a_partial_cid_index_and_keeps_its_messages(
     url = f"sqlite:///{tmp_path / 'v3.sqlite3'}"
     engine = create_engine(url)
     with engine.begin() as conn:
-        others = [t for t in schema.metadata.sorted_tables if t.name != "messages"]
+        others = [t for t in schema.metadata.sorted_tables if t.name not in ("messages", *_SINCE_5)]
         schema.metadata.create_all(conn, tables=others)
         conn.execute(text(_MESSAGES_V3))
         conn.execute(text("CREATE INDEX ix_messages_conv ON messages (conv, msg_id)"))
@@ -109,7 +114,7 @@ async def test_version_3_sqlite_gets_a_partial_cid_index_and_keeps_its_messages(
 
     engine = create_engine(url)
     with engine.connect() as conn:
-        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 4
+        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 5
         assert inspect(conn).get_unique_constraints("messages") == []
         indexes = {ix["name"]: ix for ix in inspect(conn).get_indexes("messages")}
         assert set(indexes) == {"ix_messages_conv", schema.CID_INDEX}
@@ -128,3 +133,82 @@ async def test_version_3_sqlite_gets_a_partial_cid_index_and_keeps_its_messages(
     with pytest.raises(IntegrityError), engine.begin() as conn:  # a cid: still unique
         conn.execute(insert(schema.messages), [_message(5, "a")])
     engine.dispose()
+
+
+async def test_version_4_inbox_keeps_its_delivered_marks_and_group_rows(tmp_path: Path) -> None:
+    """Before version 5 every group message had an inbox row per member and
+    delivered marks were a column; both keep working beside the new layout."""
+    url = f"sqlite:///{tmp_path / 'v4.sqlite3'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        tables = [t for t in schema.metadata.sorted_tables if t.name not in _SINCE_5]
+        schema.metadata.create_all(conn, tables=tables)
+        conn.execute(insert(schema.schema_version).values(version=4))
+        for uid in (7, 8):
+            conn.execute(
+                insert(schema.users).values(
+                    uid=uid,
+                    username=f"u{uid}",
+                    username_key=f"u{uid}",
+                    password_hash="h",
+                    created_at_ms=1,
+                )
+            )
+        conn.execute(
+            insert(schema.chat_groups).values(
+                group_id=1, name="g", description="", owner_uid=7, created_at_ms=1
+            )
+        )
+        conn.execute(
+            insert(schema.group_members),
+            [
+                {"group_id": 1, "uid": 7, "joined_at_ms": 1},
+                {"group_id": 1, "uid": 8, "joined_at_ms": 1},
+            ],
+        )
+        # uid 8 got three messages: 1 pulled (floor 1), 2 pushed, 3 not yet sent
+        conn.execute(
+            insert(schema.messages),
+            [
+                {**_message(1, None), "kind": DIRECT},
+                {**_message(2, None), "kind": GROUP, "target": 1, "conv": "g:1"},
+                {**_message(3, None), "kind": DIRECT},
+            ],
+        )
+        conn.execute(
+            insert(schema.inbox),
+            [
+                {"uid": 8, "seq": 1, "msg_id": 1, "delivered": True},
+                {"uid": 8, "seq": 2, "msg_id": 2, "delivered": True},
+                {"uid": 8, "seq": 3, "msg_id": 3, "delivered": False},
+            ],
+        )
+        conn.execute(
+            insert(schema.inbox_state),
+            [
+                {"uid": 7, "last_seq": 0, "pull_floor": 0},
+                {"uid": 8, "last_seq": 3, "pull_floor": 1},
+            ],
+        )
+    engine.dispose()
+
+    db = Database(url)
+    await db.start()
+    try:
+        store = MessageStore(db)
+        stored = await store.append([NewMessage(4, GROUP, 7, 1, 4, "new", None)])
+        assert stored[0].deliveries == [(8, 4)]
+        pulled, more = await store.pull(8, 50)
+        assert [(m.id, m.seq) for m in pulled] == [(3, 3), (4, 4)] and not more
+        synced, last, _ = await store.sync(8, 0, 50)
+        assert [(m.id, m.seq, m.kind) for m in synced] == [
+            (1, 1, DIRECT),
+            (2, 2, GROUP),
+            (3, 3, DIRECT),
+            (4, 4, GROUP),
+        ]
+        assert last == 4
+        history = await store.history(8, "g:1", 50, None)
+        assert [(m.id, m.seq) for m in history] == [(4, 4), (2, 2)]
+    finally:
+        await db.stop()

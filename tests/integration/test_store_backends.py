@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import threading
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import pytest
 from mpim.errors import ErrorCode
 from mpim.proto import common_pb2
 from mpim.store.database import Database
+from mpim.store.groups import GroupStore
 from mpim.store.messages import DIRECT, GROUP, MessageStore, NewMessage
 from mpim.store.users import UserStore
 from tests.support.databases import mysql_url, postgres_url  # noqa: F401 (fixtures)
@@ -213,3 +215,125 @@ async def test_delivered_marks_do_not_wait_behind_a_send_commit_on_servers(
         assert await store.pull(bob, 10) == ([], False)  # marked: nothing left to pull
     finally:
         await db.stop()
+
+
+def group(sender: int, group_id: int, text: str) -> NewMessage:
+    return NewMessage(next(_next_id), GROUP, sender, group_id, 0, text, None)
+
+
+async def _group_of(db: Database, uids: list[int], name: str) -> int:
+    groups = GroupStore(db)
+    group_id = await groups.create_group(uids[0], name, "", 0)
+    for uid in uids[1:]:
+        await groups.add_member(group_id, uid, 0)
+    return group_id
+
+
+async def test_group_and_direct_messages_share_each_members_gap_free_seq(
+    two_databases: tuple[Database, Database],
+) -> None:
+    first, second = two_databases
+    users = UserStore(first)
+    uids = [uid for i in range(5) if (uid := await users.create_user(f"m{i}", "x", 0))]
+    big = await _group_of(first, uids, "big")
+    small = await _group_of(first, uids[:2], "small")
+    members = {big: set(uids), small: set(uids[:2])}
+    stores = [MessageStore(first), MessageStore(second)]
+    rng = random.Random(11)
+    expected: dict[int, set[str]] = {uid: set() for uid in uids}
+
+    def one(label: str) -> NewMessage:
+        pick = rng.random()
+        if pick < 0.3:
+            sender, to = rng.sample(uids, 2)
+            expected[to].add(label)
+            return direct(sender, to, label)
+        gid = big if pick < 0.8 else small
+        sender = rng.choice(sorted(members[gid]))
+        for uid in members[gid] - {sender}:
+            expected[uid].add(label)
+        return group(sender, gid, label)
+
+    async def writer(store: MessageStore, k: int) -> None:
+        for b in range(12):
+            await store.append([one(f"w{k}b{b}m{i}") for i in range(rng.randint(1, 15))])
+
+    await asyncio.gather(*(writer(stores[k % 2], k) for k in range(4)))
+    seen_in: dict[int, list[list[str]]] = {big: [], small: []}
+    for uid in uids:
+        messages, last, more = await stores[1].sync(uid, 0, 10_000)
+        assert [m.seq for m in messages] == list(range(1, len(messages) + 1)), uid
+        assert {m.text for m in messages} == expected[uid] and last == len(messages)
+        assert not more
+        paged: list[common_pb2.Message] = []
+        after = 0
+        while True:
+            page, after, more = await stores[0].sync(uid, after, 7)
+            paged.extend(page)
+            if not more:
+                break
+        assert paged == messages
+        for gid, seen in seen_in.items():
+            seen.append([m.text for m in messages if m.kind == GROUP and m.group_id == gid])
+    for orders in seen_in.values():  # a group's messages reach every member in one order
+        for mine, theirs in itertools.combinations(orders, 2):
+            both = set(mine) & set(theirs)
+            assert [t for t in mine if t in both] == [t for t in theirs if t in both]
+
+
+async def test_pull_skips_out_of_order_marks_and_folds_them_into_the_floor(
+    two_databases: tuple[Database, Database],
+) -> None:
+    first, second = two_databases
+    users = UserStore(first)
+    alice = await users.create_user("alice", "x", 0)
+    bob = await users.create_user("bob", "x", 0)
+    assert alice is not None and bob is not None
+    gid = await _group_of(first, [alice, bob], "pair")
+    store_a, store_b = MessageStore(first), MessageStore(second)
+    await store_a.append(
+        [
+            direct(alice, bob, "d1"),
+            group(alice, gid, "g2"),
+            group(alice, gid, "g3"),
+            direct(alice, bob, "d4"),
+        ]
+    )
+    await store_a.append([group(alice, gid, "g5")])
+    await store_b.mark_delivered([(bob, 2), (bob, 4)])  # pushed, with gaps before each
+    pulled, more = await store_a.pull(bob, 1)
+    assert [(m.seq, m.text) for m in pulled] == [(1, "d1")] and more
+    pulled, more = await store_b.pull(bob, 10)
+    assert [(m.seq, m.text) for m in pulled] == [(3, "g3"), (5, "g5")] and not more
+    assert await store_a.pull(bob, 10) == ([], False)
+
+    await store_a.append([group(alice, gid, "g6"), group(alice, gid, "g7")])
+    await store_a.mark_delivered([(bob, 7)])
+    await store_b.mark_delivered([(bob, 6), (bob, 6)])  # two connections, one seq
+    await store_a.append([direct(alice, bob, "d8")])
+    pulled, _ = await store_b.pull(bob, 10)
+    assert [(m.seq, m.text) for m in pulled] == [(8, "d8")]
+    messages, last, _ = await store_a.sync(bob, 0, 100)
+    assert [m.seq for m in messages] == list(range(1, 9)) and last == 8
+
+
+async def test_group_history_carries_each_readers_own_seq(
+    two_databases: tuple[Database, Database],
+) -> None:
+    first, _ = two_databases
+    users = UserStore(first)
+    alice, bob, carol = [await users.create_user(n, "x", 0) for n in ("alice", "bob", "carol")]
+    assert alice is not None and bob is not None and carol is not None
+    gid = await _group_of(first, [alice, bob, carol], "three")
+    store = MessageStore(first)
+    sent = await store.append(
+        [group(alice, gid, "a1"), group(bob, gid, "b2"), direct(carol, bob, "c-to-b")]
+    )
+    await store.append([group(alice, gid, "a3")])
+    conv = f"g:{gid}"
+    as_bob = await store.history(bob, conv, 10, None)
+    assert [(m.text, m.seq) for m in as_bob] == [("a3", 3), ("b2", 0), ("a1", 1)]
+    as_carol = await store.history(carol, conv, 10, None)
+    assert [(m.text, m.seq) for m in as_carol] == [("a3", 3), ("b2", 2), ("a1", 1)]
+    older = await store.history(carol, conv, 10, sent[1].msg_id)
+    assert [(m.text, m.seq, m.group_id) for m in older] == [("a1", 1, gid)]
