@@ -13,7 +13,6 @@ from mpim.store.database import Database
 from mpim.store.messages import DIRECT, GROUP, MessageStore, NewMessage
 from mpim.store.users import UserStore
 
-
 _SINCE_5 = ("group_log", "inbox_runs", "inbox_delivered")
 
 
