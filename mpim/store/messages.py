@@ -363,7 +363,12 @@ class MessageStore:
                 runs.rows(),
             )
         touched = sorted(uid for uid in last_seq if last_seq[uid] != first_seq[uid])
-        rawsql.advance_last_seqs(conn, [(uid, last_seq[uid] - first_seq[uid]) for uid in touched])
+        if rawsql.is_sqlite(conn):
+            rawsql.sqlite_set_state(conn, "last_seq", [(uid, last_seq[uid]) for uid in touched])
+        else:
+            rawsql.advance_last_seqs(
+                conn, [(uid, last_seq[uid] - first_seq[uid]) for uid in touched]
+            )
         return results
 
     def _lock_groups(self, conn: Connection, fresh: list[StoredMessage]) -> dict[int, int]:

@@ -69,16 +69,11 @@ _INSERT_IGNORING: Final = {
 
 
 def advance_last_seqs(conn: Connection, advances: Sequence[tuple[int, int]]) -> None:
-    """(uid, n) pairs: add n to each uid's last_seq."""
-    _advance(conn, "last_seq", advances)
-
-
-def _advance(conn: Connection, column: str, advances: Sequence[tuple[int, int]]) -> None:
-    """(uid, n) pairs: add n to an inbox_state column, one UPDATE per distinct n and chunk.
+    """(uid, n) pairs: add n to each uid's last_seq, one UPDATE per distinct n and chunk.
 
     A group message advances all its members by the same n, so this is a
     handful of ``uid IN (...)`` statements where a CASE would compare every
-    row against every uid of its chunk.
+    row against every uid of its chunk. (SQLite: ``sqlite_set_state``.)
     """
     p = _placeholder(conn)
     by_step: dict[int, list[int]] = {}
@@ -88,7 +83,7 @@ def _advance(conn: Connection, column: str, advances: Sequence[tuple[int, int]])
         for chunk in _chunks(uids):
             keys = ", ".join([p] * len(chunk))
             conn.exec_driver_sql(
-                f"UPDATE inbox_state SET {column} = {column} + {p} WHERE uid IN ({keys})",
+                f"UPDATE inbox_state SET last_seq = last_seq + {p} WHERE uid IN ({keys})",
                 (step, *chunk),
             )
 
@@ -115,29 +110,51 @@ def _sqlite_raise_floors(conn: Connection, marks: Sequence[tuple[int, int]]) -> 
     marked: dict[int, set[int]] = {}
     for uid, seq in marks:
         marked.setdefault(uid, set()).add(seq)
-    uids = sorted(marked)
-    floors = dict(_sqlite_pairs_of(conn, "uid || ',' || pull_floor", "inbox_state", uids))
+    floors: dict[int, int] = {}
     held: dict[int, set[int]] = {}
-    for uid, seq in _sqlite_pairs_of(conn, "uid || ',' || seq", "inbox_delivered", uids):
-        held.setdefault(uid, set()).add(seq)
-    steps: list[tuple[int, int]] = []
+    for chunk in _chunks(sorted(marked)):
+        keys = ", ".join(["?"] * len(chunk))
+        row = conn.exec_driver_sql(
+            "SELECT (SELECT group_concat(uid || ',' || pull_floor, ';') FROM inbox_state "
+            f"WHERE uid IN ({keys})), (SELECT group_concat(uid || ',' || seq, ';') "
+            f"FROM inbox_delivered WHERE uid IN ({keys}))",
+            (*chunk, *chunk),
+        ).one()
+        floors.update(_split_pairs(row[0]))
+        for uid, seq in _split_pairs(row[1]):
+            held.setdefault(uid, set()).add(seq)
+    raised: list[tuple[int, int]] = []
     rows: list[tuple[int, int]] = []
-    for uid in uids:
-        if uid not in floors:
-            continue  # not a user
-        floor = top = floors[uid]
+    for uid, floor in floors.items():  # a uid without a floor is not a user
+        top = floor
         seqs, before = marked[uid], held.get(uid, set())
         while top + 1 in seqs or top + 1 in before:
             top += 1
         if top > floor:
-            steps.append((uid, top - floor))
+            raised.append((uid, top))
         rows.extend((uid, seq) for seq in sorted(seqs) if seq > top and seq not in before)
         if before and min(before) <= top:
             conn.exec_driver_sql(
                 "DELETE FROM inbox_delivered WHERE uid = ? AND seq <= ?", (uid, top)
             )
-    _advance(conn, "pull_floor", steps)
+    sqlite_set_state(conn, "pull_floor", raised)
     insert_rows(conn, "inbox_delivered", ("uid", "seq"), rows)
+
+
+def sqlite_set_state(conn: Connection, column: str, values: Sequence[tuple[int, int]]) -> None:
+    """(uid, value) pairs: set an inbox_state column, one statement per chunk.
+
+    ``UPDATE ... FROM (VALUES ...)`` joins each pair to its row by key, where
+    an update per distinct step would take one statement per step, and a
+    c2c commit has many.
+    """
+    for chunk in _chunks(values):
+        pairs = ", ".join(["(?, ?)"] * len(chunk))
+        conn.exec_driver_sql(
+            f"UPDATE inbox_state SET {column} = v.column2 FROM (VALUES {pairs}) AS v "
+            "WHERE inbox_state.uid = v.column1",
+            tuple(value for pair in chunk for value in pair),
+        )
 
 
 def is_sqlite(conn: Connection) -> bool:
@@ -146,7 +163,10 @@ def is_sqlite(conn: Connection) -> bool:
 
 def sqlite_int_pairs(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[int, int]]:
     """Run ``SELECT group_concat(a || ',' || b, ';') ...`` and split its one row."""
-    joined = conn.exec_driver_sql(sql, tuple(params)).scalar()
+    return _split_pairs(conn.exec_driver_sql(sql, tuple(params)).scalar())
+
+
+def _split_pairs(joined: object) -> list[tuple[int, int]]:
     if not joined:
         return []
     pairs = []

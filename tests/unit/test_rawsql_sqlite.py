@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import create_engine, insert, select
 
 from mpim.store import rawsql
-from mpim.store.schema import chat_groups, group_members, inbox_state, metadata
+from mpim.store.schema import chat_groups, group_members, inbox_delivered, inbox_state, metadata
 
 
 def test_last_seqs_and_members_match_plain_selects_across_chunks() -> None:
@@ -33,3 +33,25 @@ def test_last_seqs_and_members_match_plain_selects_across_chunks() -> None:
 
         assert sorted(rawsql.sqlite_group_member_uids(conn, 5)) == [1, 3, 2_000_000_000_123]
         assert rawsql.sqlite_group_member_uids(conn, 6) == []
+
+
+def test_marks_raise_floors_where_they_continue_them_and_keep_the_rest() -> None:
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    uids = list(range(1, 2 * rawsql.CHUNK + 50))
+    with engine.begin() as conn:
+        conn.execute(
+            insert(inbox_state), [{"uid": uid, "last_seq": 10, "pull_floor": 2} for uid in uids]
+        )
+        conn.execute(insert(inbox_delivered), [{"uid": 1, "seq": 5}, {"uid": 2, "seq": 9}])
+        marks = [(uid, seq) for uid in uids for seq in (3, 4)]  # continue every floor
+        marks += [(1, 7), (2, 6), (2, 6), (9_999, 3)]  # gaps; a duplicate; not a user
+        rawsql.mark_delivered(conn, marks)
+
+        floors = dict(conn.execute(select(inbox_state.c.uid, inbox_state.c.pull_floor)).all())
+        held = sorted(tuple(r) for r in conn.execute(select(inbox_delivered)).all())
+        rawsql.sqlite_set_state(conn, "last_seq", [(uid, uid) for uid in uids])
+        last = dict(conn.execute(select(inbox_state.c.uid, inbox_state.c.last_seq)).all())
+    assert floors == {uid: 5 if uid == 1 else 4 for uid in uids}  # uid 1: 3, 4 and the held 5
+    assert held == [(1, 7), (2, 6), (2, 9)]
+    assert last == {uid: uid for uid in uids}
