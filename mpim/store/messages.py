@@ -162,18 +162,19 @@ class _RunBuilder:
         return self._closed + [(uid, *run) for uid, run in self._open.items()]
 
 
-_MAX_SEQ = 2**63 - 1
 _RUN_SEQ = (inbox_runs.c.first_seq + (group_log.c.gseq - inbox_runs.c.first_gseq)).label("seq")
 
 
 def _window(conn: Connection, uid: int, lo: int, hi: int) -> list[Any]:
     """The user's messages with lo < seq <= hi, in seq order, each row with ``seq``.
 
+    ``hi`` must not pass the user's last_seq: the run arithmetic below is
+    done by the database, where a BIGINT overflow is an error.
+
     Direct messages (and group messages stored before version 5) have an
     inbox row; group messages are found through the user's runs in the
     group log.
     """
-    hi = min(hi, _MAX_SEQ)
     rows = list(
         conn.execute(
             select(*_MESSAGE_COLUMNS, inbox.c.seq)
@@ -185,7 +186,7 @@ def _window(conn: Connection, uid: int, lo: int, hi: int) -> list[Any]:
     # at or before it, every later one after it.
     start = (
         select(func.coalesce(func.max(inbox_runs.c.first_seq), 0))
-        .where(inbox_runs.c.uid == uid, inbox_runs.c.first_seq <= min(lo + 1, _MAX_SEQ))
+        .where(inbox_runs.c.uid == uid, inbox_runs.c.first_seq <= lo + 1)
         .scalar_subquery()
     )
     runs = inbox_runs
@@ -509,16 +510,20 @@ class MessageStore:
         """Messages with seq > after_seq; (messages, reported seq, more)."""
 
         def job(conn: Connection) -> tuple[list[common_pb2.Message], int, bool]:
-            # Seqs have no gaps: the next limit + 1 seqs are the page and its "more".
-            rows = _window(conn, uid, after_seq, after_seq + limit + 1)
+            current = int(
+                conn.execute(
+                    select(inbox_state.c.last_seq).where(inbox_state.c.uid == uid)
+                ).scalar()
+                or 0
+            )
+            if after_seq >= current:
+                return [], current, False
+            # Seqs have no gaps: the next limit + 1 seqs are the page and its
+            # "more". Bounded by last_seq, so no seq arithmetic can overflow.
+            rows = _window(conn, uid, after_seq, min(after_seq + limit + 1, current))
             more = len(rows) > limit
             rows = rows[:limit]
-            if rows:
-                return [_to_pb(r, int(r.seq)) for r in rows], int(rows[-1].seq), more
-            current = conn.execute(
-                select(inbox_state.c.last_seq).where(inbox_state.c.uid == uid)
-            ).scalar()
-            return [], int(current or 0), False
+            return [_to_pb(r, int(r.seq)) for r in rows], int(rows[-1].seq), more
 
         return await self._db.read(job)
 

@@ -337,3 +337,22 @@ async def test_group_history_carries_each_readers_own_seq(
     assert [(m.text, m.seq) for m in as_carol] == [("a3", 3), ("b2", 2), ("a1", 1)]
     older = await store.history(carol, conv, 10, sent[1].msg_id)
     assert [(m.text, m.seq, m.group_id) for m in older] == [("a1", 1, gid)]
+
+
+async def test_sync_far_past_the_last_seq_is_empty_not_an_error(
+    two_databases: tuple[Database, Database],
+) -> None:
+    first, _ = two_databases
+    users = UserStore(first)
+    alice = await users.create_user("alice", "x", 0)
+    bob = await users.create_user("bob", "x", 0)
+    assert alice is not None and bob is not None
+    gid = await _group_of(first, [alice], "late")
+    store = MessageStore(first)
+    await store.append([group(alice, gid, f"before {i}") for i in range(5)])
+    await GroupStore(first).add_member(gid, bob, 0)
+    await store.append([group(alice, gid, "after")])  # bob's seq 1 is the group's 6th
+    for after in (1, 2**62, 2**63 - 2):
+        assert await store.sync(bob, after, 500) == ([], 1, False)
+    messages, last, more = await store.sync(bob, 0, 500)
+    assert [(m.seq, m.text) for m in messages] == [(1, "after")] and last == 1 and not more
