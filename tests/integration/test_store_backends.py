@@ -41,6 +41,13 @@ async def two_databases(store_url: str) -> AsyncIterator[tuple[Database, Databas
 _next_id = iter(range(1, 10**9))
 
 
+async def _users(db: Database, *names: str) -> list[int]:
+    users = UserStore(db)
+    uids = [await users.create_user(name, "x", 0) for name in names]
+    assert None not in uids
+    return [uid for uid in uids if uid is not None]
+
+
 def direct(sender: int, to: int, text: str, cid: str | None = None) -> NewMessage:
     return NewMessage(next(_next_id), DIRECT, sender, to, 0, text, cid)
 
@@ -117,10 +124,7 @@ async def test_history_orders_newest_first_with_the_readers_seq(
     two_databases: tuple[Database, Database],
 ) -> None:
     first, _ = two_databases
-    users = UserStore(first)
-    alice = await users.create_user("alice", "x", 0)
-    bob = await users.create_user("bob", "x", 0)
-    assert alice is not None and bob is not None
+    alice, bob = await _users(first, "alice", "bob")
     store = MessageStore(first)
     sent = await store.append(
         [direct(alice, bob, "a1"), direct(bob, alice, "b1"), direct(alice, bob, "a2")]
@@ -188,10 +192,7 @@ async def test_delivered_marks_do_not_wait_behind_a_send_commit_on_servers(
     db = Database(store_url)
     await db.start()
     try:
-        users = UserStore(db)
-        alice = await users.create_user("alice", "x", 0)
-        bob = await users.create_user("bob", "x", 0)
-        assert alice is not None and bob is not None
+        alice, bob = await _users(db, "alice", "bob")
         store = MessageStore(db)
         [stored] = await store.append([direct(alice, bob, "hi")])
         [(uid, seq)] = stored.deliveries
@@ -233,8 +234,7 @@ async def test_group_and_direct_messages_share_each_members_gap_free_seq(
     two_databases: tuple[Database, Database],
 ) -> None:
     first, second = two_databases
-    users = UserStore(first)
-    uids = [uid for i in range(5) if (uid := await users.create_user(f"m{i}", "x", 0))]
+    uids = await _users(first, *(f"m{i}" for i in range(5)))
     big = await _group_of(first, uids, "big")
     small = await _group_of(first, uids[:2], "small")
     members = {big: set(uids), small: set(uids[:2])}
@@ -285,10 +285,7 @@ async def test_pull_skips_out_of_order_marks_and_folds_them_into_the_floor(
     two_databases: tuple[Database, Database],
 ) -> None:
     first, second = two_databases
-    users = UserStore(first)
-    alice = await users.create_user("alice", "x", 0)
-    bob = await users.create_user("bob", "x", 0)
-    assert alice is not None and bob is not None
+    alice, bob = await _users(first, "alice", "bob")
     gid = await _group_of(first, [alice, bob], "pair")
     store_a, store_b = MessageStore(first), MessageStore(second)
     await store_a.append(
@@ -321,9 +318,7 @@ async def test_group_history_carries_each_readers_own_seq(
     two_databases: tuple[Database, Database],
 ) -> None:
     first, _ = two_databases
-    users = UserStore(first)
-    alice, bob, carol = [await users.create_user(n, "x", 0) for n in ("alice", "bob", "carol")]
-    assert alice is not None and bob is not None and carol is not None
+    alice, bob, carol = await _users(first, "alice", "bob", "carol")
     gid = await _group_of(first, [alice, bob, carol], "three")
     store = MessageStore(first)
     sent = await store.append(
@@ -343,10 +338,7 @@ async def test_sync_far_past_the_last_seq_is_empty_not_an_error(
     two_databases: tuple[Database, Database],
 ) -> None:
     first, _ = two_databases
-    users = UserStore(first)
-    alice = await users.create_user("alice", "x", 0)
-    bob = await users.create_user("bob", "x", 0)
-    assert alice is not None and bob is not None
+    alice, bob = await _users(first, "alice", "bob")
     gid = await _group_of(first, [alice], "late")
     store = MessageStore(first)
     await store.append([group(alice, gid, f"before {i}") for i in range(5)])
