@@ -13,7 +13,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from mpim.errors import ErrorCode
 from mpim.proto import common_pb2
@@ -190,14 +201,16 @@ def _window(conn: Connection, uid: int, lo: int, hi: int) -> list[Any]:
         .scalar_subquery()
     )
     runs = inbox_runs
+    # BIGINT: PostgreSQL would otherwise cast the bounds to INTEGER.
+    low, high = literal(lo, BigInteger), literal(hi, BigInteger)
     joined = runs.join(
         group_log,
         and_(
             group_log.c.group_id == runs.c.group_id,
             group_log.c.gseq >= runs.c.first_gseq,
             group_log.c.gseq <= runs.c.first_gseq + (runs.c.last_seq - runs.c.first_seq),
-            group_log.c.gseq > runs.c.first_gseq + (literal(lo) - runs.c.first_seq),
-            group_log.c.gseq <= runs.c.first_gseq + (literal(hi) - runs.c.first_seq),
+            group_log.c.gseq > runs.c.first_gseq + (low - runs.c.first_seq),
+            group_log.c.gseq <= runs.c.first_gseq + (high - runs.c.first_seq),
         ),
     ).join(messages, messages.c.msg_id == group_log.c.msg_id)
     rows.extend(
@@ -301,7 +314,7 @@ class MessageStore:
         last_seq = self._lock_seqs(conn, uids)
         first_seq = dict(last_seq)
         accepted: list[StoredMessage] = []
-        inbox_rows: list[tuple[int, int, int, bool]] = []
+        inbox_rows: list[tuple[int, int, int]] = []
         log_rows: list[tuple[int, int, int]] = []
         runs = _RunBuilder()
         for stored in fresh:
@@ -318,7 +331,7 @@ class MessageStore:
                 seq = last_seq[uid] + 1
                 last_seq[uid] = seq
                 deliveries.append((uid, seq))
-                inbox_rows.append((uid, seq, stored.msg_id, False))
+                inbox_rows.append((uid, seq, stored.msg_id))
                 continue
             gseq = next_gseq[msg.target]
             next_gseq[msg.target] = gseq + 1
@@ -354,7 +367,7 @@ class MessageStore:
             ],
         )
         if inbox_rows:
-            rawsql.insert_rows(conn, "inbox", ("uid", "seq", "msg_id", "delivered"), inbox_rows)
+            rawsql.insert_rows(conn, "inbox", ("uid", "seq", "msg_id"), inbox_rows)
         if log_rows:
             rawsql.insert_rows(conn, "group_log", ("group_id", "gseq", "msg_id"), log_rows)
             rawsql.insert_rows(

@@ -127,9 +127,6 @@ inbox = Table(
     Column("uid", BigInteger, nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("msg_id", BigInteger, nullable=False),
-    # Up to version 4: sent to at least one connection of the user. Since
-    # version 5 ``inbox_state.pull_floor`` and ``inbox_delivered`` say that.
-    Column("delivered", Boolean, nullable=False, default=False),
     PrimaryKeyConstraint("uid", "seq"),
     UniqueConstraint("uid", "msg_id", name="uq_inbox_uid_msg"),
 )
@@ -237,6 +234,11 @@ def _upgrade_4_to_5(conn: Connection) -> None:
             "JOIN inbox_state s ON s.uid = i.uid WHERE i.delivered AND i.seq > s.pull_floor"
         )
     )
+    # A version-4 message service still running would PULL past the group
+    # messages it cannot see and mark into a column nobody reads. Without the
+    # column its sends, PULLs and marks fail loudly instead (the upgrade note
+    # in docs/operations.md: stop them all first).
+    conn.execute(text("ALTER TABLE inbox DROP COLUMN delivered"))
 
 
 # version -> step that upgrades a database at that version to version + 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, insert, inspect, select, text
+from sqlalchemy import Connection, create_engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from mpim.store import schema
@@ -15,14 +15,28 @@ from mpim.store.users import UserStore
 
 _SINCE_5 = ("group_log", "inbox_runs", "inbox_delivered")
 
+# The inbox as versions 1 to 4 created it: a row per recipient, a delivered flag.
+_INBOX_V4 = """
+CREATE TABLE inbox (
+    uid BIGINT NOT NULL, seq BIGINT NOT NULL, msg_id BIGINT NOT NULL,
+    delivered BOOLEAN NOT NULL, PRIMARY KEY (uid, seq),
+    CONSTRAINT uq_inbox_uid_msg UNIQUE (uid, msg_id)
+)
+"""
+
+
+def _create_tables_before_5(conn: Connection, *leave_out: str) -> None:
+    skip = {"inbox", *_SINCE_5, *leave_out}
+    schema.metadata.create_all(
+        conn, tables=[t for t in schema.metadata.sorted_tables if t.name not in skip]
+    )
+    conn.execute(text(_INBOX_V4))
+
 
 def _create_version_1(url: str) -> None:
     engine = create_engine(url)
-    version_1 = [
-        t for t in schema.metadata.sorted_tables if t.name not in ("message_workers", *_SINCE_5)
-    ]
     with engine.begin() as conn:
-        schema.metadata.create_all(conn, tables=version_1)
+        _create_tables_before_5(conn, "message_workers")
         conn.execute(text(f"DROP INDEX {schema.TOKENS_EXPIRY_INDEX}"))  # added by version 3
         conn.execute(insert(schema.schema_version).values(version=1))
         conn.execute(
@@ -99,8 +113,7 @@ async def test_version_3_sqlite_gets_a_partial_cid_index_and_keeps_its_messages(
     url = f"sqlite:///{tmp_path / 'v3.sqlite3'}"
     engine = create_engine(url)
     with engine.begin() as conn:
-        others = [t for t in schema.metadata.sorted_tables if t.name not in ("messages", *_SINCE_5)]
-        schema.metadata.create_all(conn, tables=others)
+        _create_tables_before_5(conn, "messages")
         conn.execute(text(_MESSAGES_V3))
         conn.execute(text("CREATE INDEX ix_messages_conv ON messages (conv, msg_id)"))
         conn.execute(insert(schema.schema_version).values(version=3))
@@ -140,8 +153,7 @@ async def test_version_4_inbox_keeps_its_delivered_marks_and_group_rows(tmp_path
     url = f"sqlite:///{tmp_path / 'v4.sqlite3'}"
     engine = create_engine(url)
     with engine.begin() as conn:
-        tables = [t for t in schema.metadata.sorted_tables if t.name not in _SINCE_5]
-        schema.metadata.create_all(conn, tables=tables)
+        _create_tables_before_5(conn)
         conn.execute(insert(schema.schema_version).values(version=4))
         for uid in (7, 8):
             conn.execute(
@@ -175,7 +187,7 @@ async def test_version_4_inbox_keeps_its_delivered_marks_and_group_rows(tmp_path
             ],
         )
         conn.execute(
-            insert(schema.inbox),
+            text("INSERT INTO inbox VALUES (:uid, :seq, :msg_id, :delivered)"),
             [
                 {"uid": 8, "seq": 1, "msg_id": 1, "delivered": True},
                 {"uid": 8, "seq": 2, "msg_id": 2, "delivered": True},
@@ -211,3 +223,7 @@ async def test_version_4_inbox_keeps_its_delivered_marks_and_group_rows(tmp_path
         assert [(m.id, m.seq) for m in history] == [(4, 4), (2, 2)]
     finally:
         await db.stop()
+    engine = create_engine(url)
+    with engine.connect() as conn:  # a version-4 process left running fails loudly
+        assert "delivered" not in {c["name"] for c in inspect(conn).get_columns("inbox")}
+    engine.dispose()
