@@ -64,9 +64,11 @@ Job = Callable[[Connection], Any]
 class _Pending:
     job: Job
     future: asyncio.Future[Any]
+    alone: bool = False
 
 
 _STOP = object()
+SQLITE_MIN_VERSION = (3, 35)
 SQLITE_PAGE_SIZE = 2048  # bytes; only a new database takes it
 # How long an SQLite connection waits for another's lock before "locked".
 SQLITE_BUSY_SECONDS = 10.0
@@ -165,6 +167,11 @@ class Database:
 
     async def start(self) -> None:
         """Connect (creating the database if missing), migrate, start the writer."""
+        if self.is_sqlite and sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
+            raise RuntimeError(
+                f"SQLite {sqlite3.sqlite_version} is too old: MPIM needs "
+                f"{'.'.join(map(str, SQLITE_MIN_VERSION))} or newer (UPDATE ... FROM, DROP COLUMN)"
+            )
         self._loop = asyncio.get_running_loop()
         self._readers = ThreadPoolExecutor(self._read_threads, thread_name_prefix="mpim-read")
         if self.is_sqlite:
@@ -304,35 +311,44 @@ class Database:
         if since is not None:
             logger.info("store reachable again after %.1fs", time.monotonic() - since)
 
-    async def write(self, job: Callable[[Connection], T], *, side: bool = False) -> T:
+    async def write(
+        self, job: Callable[[Connection], T], *, side: bool = False, alone: bool = False
+    ) -> T:
         """Run ``job`` in the writer's next transaction; returns after commit.
 
         ``side``: in the side lane's (see above), for jobs that conflict with
-        no send and must not wait behind one.
+        no send and must not wait behind one. ``alone``: in a transaction of
+        its own, for a job whose locks, held together with a send's, would
+        take rows in a different order than other writers do.
         """
         if self._writer is None or self._loop is None:
             raise RuntimeError("Database not started")
         future: asyncio.Future[T] = self._loop.create_future()
         lane = self._side_queue if side and self._side_writer is not None else self._queue
-        lane.put(_Pending(job, future))
+        lane.put(_Pending(job, future, alone))
         return await future
 
     # -- writer thread -------------------------------------------------------
 
     def _write_loop(self, jobs: queue.SimpleQueue[Any]) -> None:
         stopping = False
+        carried: _Pending | None = None  # a job that must start the next batch
         while not stopping:
-            first = jobs.get()
+            first = carried if carried is not None else jobs.get()
+            carried = None
             if first is _STOP:
                 break
             batch: list[_Pending] = [first]
-            while len(batch) < self._max_batch:
+            while not first.alone and len(batch) < self._max_batch:
                 try:
                     item = jobs.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:
                     stopping = True
+                    break
+                if item.alone:
+                    carried = item
                     break
                 batch.append(item)
             started = time.perf_counter()

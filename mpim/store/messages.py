@@ -258,6 +258,81 @@ def _group_seqs(conn: Connection, uid: int, msg_ids: list[int]) -> dict[int, int
     return out
 
 
+_HELD_PAGE = 500
+# Undelivered stretches closer than this are read in one window, with the
+# delivered seqs between them filtered out.
+_SPAN_JOIN = 64
+
+
+def _undelivered_spans(
+    conn: Connection, uid: int, floor: int, last: int, wanted: int
+) -> tuple[list[tuple[int, int]], set[int]]:
+    """The first ``wanted`` undelivered seqs above the floor, as (low, high] windows.
+
+    Walks the user's delivered seqs above the floor in order, a page at a
+    time, so a long stretch of them costs a read per page, not per seq.
+    Returns the windows and the delivered seqs inside them.
+    """
+    spans: list[tuple[int, int]] = []
+    delivered: set[int] = set()
+    position, after = floor, floor  # every seq <= position is accounted for
+    while wanted > 0 and position < last:
+        page = list(
+            conn.execute(
+                select(inbox_delivered.c.seq)
+                .where(
+                    inbox_delivered.c.uid == uid,
+                    inbox_delivered.c.seq > after,
+                    inbox_delivered.c.seq <= last,
+                )
+                .order_by(inbox_delivered.c.seq)
+                .limit(_HELD_PAGE)
+            ).scalars()
+        )
+        ends = [int(seq) for seq in page]
+        if len(page) < _HELD_PAGE:
+            ends.append(last + 1)  # the undelivered rest, up to last
+        for end in ends:
+            take = min(end - position - 1, wanted)
+            if take > 0:
+                if spans and position - spans[-1][1] <= _SPAN_JOIN:
+                    spans[-1] = (spans[-1][0], position + take)
+                else:
+                    spans.append((position, position + take))
+                wanted -= take
+            if wanted == 0:
+                break
+            position = end
+            if end <= last:
+                delivered.add(end)
+        if ends:
+            after = ends[-1]
+    return spans, delivered
+
+
+def _held_run_end(conn: Connection, uid: int, top: int) -> int:
+    """``top`` raised over the delivered seqs that continue it."""
+    while True:
+        page = list(
+            conn.execute(
+                select(inbox_delivered.c.seq)
+                .where(
+                    inbox_delivered.c.uid == uid,
+                    inbox_delivered.c.seq > top,
+                    inbox_delivered.c.seq <= top + _HELD_PAGE,
+                )
+                .order_by(inbox_delivered.c.seq)
+            ).scalars()
+        )
+        start = top
+        for seq in page:
+            if seq != top + 1:
+                break
+            top = seq
+        if top - start < _HELD_PAGE:
+            return top
+
+
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -474,7 +549,12 @@ class MessageStore:
 
     async def pull(self, uid: int, limit: int) -> tuple[list[common_pb2.Message], bool]:
         """Claim up to ``limit`` undelivered messages, oldest first; (messages, more)."""
-        return await self._db.write(lambda conn: self._pull(conn, uid, limit))
+        # Alone on servers: batched after a PULL, a send would take its group
+        # rows after this user's inbox_state row, the reverse of every other
+        # send's order, and two message services could deadlock on them.
+        return await self._db.write(
+            lambda conn: self._pull(conn, uid, limit), alone=not self._db.is_sqlite
+        )
 
     def _pull(
         self, conn: Connection, uid: int, limit: int
@@ -487,25 +567,17 @@ class MessageStore:
         if state is None:
             return [], False
         floor, last = int(state.pull_floor), int(state.last_seq)
-        found: list[Any] = []
-        low = floor
-        while len(found) <= limit and low < last:
-            high = min(low + limit + 1 - len(found), last)
-            done = set(
-                conn.execute(
-                    select(inbox_delivered.c.seq).where(
-                        inbox_delivered.c.uid == uid,
-                        inbox_delivered.c.seq > low,
-                        inbox_delivered.c.seq <= high,
-                    )
-                ).scalars()
-            )
-            found.extend(row for row in _window(conn, uid, low, high) if row.seq not in done)
-            low = high
+        spans, delivered = _undelivered_spans(conn, uid, floor, last, limit + 1)
+        found = [
+            row
+            for low, high in spans
+            for row in _window(conn, uid, low, high)
+            if row.seq not in delivered
+        ]
         more = len(found) > limit
         found = found[:limit]
         # Every seq up to the new floor is now returned or was delivered before.
-        new_floor = int(found[-1].seq) if more else last
+        new_floor = _held_run_end(conn, uid, int(found[-1].seq)) if more else last
         if new_floor > floor:
             conn.execute(
                 update(inbox_state).where(inbox_state.c.uid == uid).values(pull_floor=new_floor)

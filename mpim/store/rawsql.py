@@ -110,35 +110,68 @@ def _sqlite_raise_floors(conn: Connection, marks: Sequence[tuple[int, int]]) -> 
     marked: dict[int, set[int]] = {}
     for uid, seq in marks:
         marked.setdefault(uid, set()).add(seq)
-    floors: dict[int, int] = {}
-    held: dict[int, set[int]] = {}
-    for chunk in _chunks(sorted(marked)):
-        keys = ", ".join(["?"] * len(chunk))
-        row = conn.exec_driver_sql(
-            "SELECT (SELECT group_concat(uid || ',' || pull_floor, ';') FROM inbox_state "
-            f"WHERE uid IN ({keys})), (SELECT group_concat(uid || ',' || seq, ';') "
-            f"FROM inbox_delivered WHERE uid IN ({keys}))",
-            (*chunk, *chunk),
-        ).one()
-        floors.update(_split_pairs(row[0]))
-        for uid, seq in _split_pairs(row[1]):
-            held.setdefault(uid, set()).add(seq)
-    raised: list[tuple[int, int]] = []
-    rows: list[tuple[int, int]] = []
-    for uid, floor in floors.items():  # a uid without a floor is not a user
-        top = floor
-        seqs, before = marked[uid], held.get(uid, set())
-        while top + 1 in seqs or top + 1 in before:
+    floors = dict(_sqlite_pairs_of(conn, "uid || ',' || pull_floor", "inbox_state", sorted(marked)))
+    tops: dict[int, int] = {}  # a uid without a floor is not a user
+    for uid, floor in floors.items():
+        top, seqs = floor, marked[uid]
+        while top + 1 in seqs:
             top += 1
         if top > floor:
-            raised.append((uid, top))
-        rows.extend((uid, seq) for seq in sorted(seqs) if seq > top and seq not in before)
-        if before and min(before) <= top:
-            conn.exec_driver_sql(
-                "DELETE FROM inbox_delivered WHERE uid = ? AND seq <= ?", (uid, top)
-            )
-    sqlite_set_state(conn, "pull_floor", raised)
-    insert_rows(conn, "inbox_delivered", ("uid", "seq"), rows)
+            tops[uid] = top
+    # A floor that moved may now meet seqs held from earlier marks. The floor
+    # never stops just below a held seq, so a floor that did not move needs
+    # no read, however many seqs its user holds.
+    absorbed = _sqlite_absorb_held(conn, tops, marked)
+    for uid in sorted(absorbed):
+        conn.exec_driver_sql(
+            "DELETE FROM inbox_delivered WHERE uid = ? AND seq <= ?", (uid, tops[uid])
+        )
+    sqlite_set_state(conn, "pull_floor", sorted(tops.items()))
+    above = [
+        (uid, seq)
+        for uid, floor in floors.items()
+        for seq in sorted(marked[uid])
+        if seq > tops.get(uid, floor)
+    ]
+    insert_rows(conn, "inbox_delivered", ("uid", "seq"), above, ignore=True)
+
+
+_HELD_READ: Final = 256
+
+
+def _sqlite_absorb_held(
+    conn: Connection, tops: dict[int, int], marked: dict[int, set[int]]
+) -> set[int]:
+    """Raise ``tops`` over the held seqs (and marks) that continue them.
+
+    Reads at most ``_HELD_READ`` seqs above each top per round, one statement
+    per chunk of users; returns the users whose held seqs were passed.
+    """
+    absorbed: set[int] = set()
+    probe = dict(tops)
+    while probe:
+        again: dict[int, int] = {}
+        for chunk in _chunks(sorted(probe)):
+            where = " OR ".join(["(uid = ? AND seq > ? AND seq <= ?)"] * len(chunk))
+            params = [v for uid in chunk for v in (uid, probe[uid], probe[uid] + _HELD_READ)]
+            held: dict[int, set[int]] = {}
+            for uid, seq in sqlite_int_pairs(
+                conn,
+                f"SELECT group_concat(uid || ',' || seq, ';') FROM inbox_delivered WHERE {where}",
+                params,
+            ):
+                held.setdefault(uid, set()).add(seq)
+            for uid, seqs in held.items():
+                start = top = tops[uid]
+                while top + 1 in seqs or top + 1 in marked[uid]:
+                    top += 1
+                if top > start:
+                    absorbed.add(uid)
+                    tops[uid] = top
+                if top >= probe[uid] + _HELD_READ:
+                    again[uid] = top
+        probe = again
+    return absorbed
 
 
 def sqlite_set_state(conn: Connection, column: str, values: Sequence[tuple[int, int]]) -> None:

@@ -234,11 +234,36 @@ def _upgrade_4_to_5(conn: Connection) -> None:
             "JOIN inbox_state s ON s.uid = i.uid WHERE i.delivered AND i.seq > s.pull_floor"
         )
     )
+    _raise_floors_over_held(conn)
     # A version-4 message service still running would PULL past the group
     # messages it cannot see and mark into a column nobody reads. Without the
     # column its sends, PULLs and marks fail loudly instead (the upgrade note
     # in docs/operations.md: stop them all first).
     conn.execute(text("ALTER TABLE inbox DROP COLUMN delivered"))
+
+
+def _raise_floors_over_held(conn: Connection) -> None:
+    """Keep the rule that no floor stops just below a held seq (marks rely on it)."""
+    rows = conn.execute(
+        text(
+            "SELECT d.uid, d.seq, s.pull_floor FROM inbox_delivered d "
+            "JOIN inbox_state s ON s.uid = d.uid ORDER BY d.uid, d.seq"
+        )
+    ).all()
+    raised: dict[int, int] = {}
+    for uid, seq, floor in rows:
+        top = raised.get(uid, floor)
+        if seq == top + 1:
+            raised[uid] = seq
+    for uid, top in raised.items():
+        conn.execute(
+            text("UPDATE inbox_state SET pull_floor = :top WHERE uid = :uid"),
+            {"top": top, "uid": uid},
+        )
+        conn.execute(
+            text("DELETE FROM inbox_delivered WHERE uid = :uid AND seq <= :top"),
+            {"top": top, "uid": uid},
+        )
 
 
 # version -> step that upgrades a database at that version to version + 1

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection, Engine, event
 
 from mpim.errors import ErrorCode
 from mpim.proto import common_pb2
@@ -348,3 +349,58 @@ async def test_sync_far_past_the_last_seq_is_empty_not_an_error(
         assert await store.sync(bob, after, 500) == ([], 1, False)
     messages, last, more = await store.sync(bob, 0, 500)
     assert [(m.seq, m.text) for m in messages] == [(1, "after")] and last == 1 and not more
+
+
+async def test_pull_skips_a_long_delivered_stretch_in_few_statements(
+    two_databases: tuple[Database, Database],
+) -> None:
+    first, _ = two_databases
+    alice, bob = await _users(first, "alice", "bob")
+    store = MessageStore(first)
+    await store.append([direct(alice, bob, f"offline {i}") for i in range(1, 6)])
+    await store.append([direct(alice, bob, f"pushed {i}") for i in range(6, 3006)])
+    await store.mark_delivered([(bob, seq) for seq in range(6, 3006)])
+    await store.append([direct(alice, bob, f"later {i}") for i in range(3006, 3009)])
+
+    statements = 0
+
+    def count(*_args: object) -> None:
+        nonlocal statements
+        statements += 1
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        pulled, more = await store.pull(bob, 5)
+        assert [m.seq for m in pulled] == [1, 2, 3, 4, 5] and more
+        pulled, more = await store.pull(bob, 5)
+        assert [m.seq for m in pulled] == [3006, 3007, 3008] and not more
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert statements < 60  # pages of delivered seqs, not a statement per seq
+    assert await store.pull(bob, 5) == ([], False)
+
+
+async def test_a_job_written_alone_gets_a_transaction_of_its_own(store_url: str) -> None:
+    db = Database(store_url)
+    await db.start()
+    try:
+        seen: list[object] = []  # the transaction each job ran in
+
+        def job(conn: Connection) -> None:
+            seen.append(conn.get_transaction())
+
+        release = threading.Event()
+        held = asyncio.ensure_future(db.write(lambda _conn: release.wait(10)))
+        await asyncio.sleep(0.05)
+        writes = [
+            asyncio.ensure_future(db.write(job)),
+            asyncio.ensure_future(db.write(job, alone=True)),
+            asyncio.ensure_future(db.write(job)),
+            asyncio.ensure_future(db.write(job)),
+        ]
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(held, *writes)
+        assert seen[0] is not seen[1] and seen[1] is not seen[2] and seen[2] is seen[3]
+    finally:
+        await db.stop()

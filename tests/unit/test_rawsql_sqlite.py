@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import create_engine, event, insert, select
 
 from mpim.store import rawsql
 from mpim.store.schema import chat_groups, group_members, inbox_delivered, inbox_state, metadata
@@ -55,3 +55,22 @@ def test_marks_raise_floors_where_they_continue_them_and_keep_the_rest() -> None
     assert floors == {uid: 5 if uid == 1 else 4 for uid in uids}  # uid 1: 3, 4 and the held 5
     assert held == [(1, 7), (2, 6), (2, 9)]
     assert last == {uid: uid for uid in uids}
+
+
+def test_a_floor_held_back_by_a_hole_reads_nothing_until_the_hole_is_marked() -> None:
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    with engine.begin() as conn:
+        conn.execute(insert(inbox_state), [{"uid": 1, "last_seq": 2000, "pull_floor": 0}])
+        # seq 1 was never delivered: every later mark is held
+        for start in range(2, 1500, 300):
+            rawsql.mark_delivered(conn, [(1, seq) for seq in range(start, start + 300)])
+        statements.clear()
+        rawsql.mark_delivered(conn, [(1, 1600)])
+        assert not any("FROM inbox_delivered" in sql for sql in statements)
+        rawsql.mark_delivered(conn, [(1, 1)])  # the hole is filled: 1..1501 all delivered
+        floor = conn.execute(select(inbox_state.c.pull_floor)).scalar_one()
+        held = conn.execute(select(inbox_delivered.c.seq)).scalars().all()
+    assert floor == 1501 and held == [1600]
