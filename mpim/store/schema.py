@@ -27,7 +27,7 @@ from sqlalchemy import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 TOKENS_EXPIRY_INDEX: Final = "ix_tokens_expires_at_ms"
 CID_INDEX: Final = "uq_messages_sender_cid"
 
@@ -127,6 +127,7 @@ inbox = Table(
     Column("uid", BigInteger, nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("msg_id", BigInteger, nullable=False),
+    # (version 4 and before: a ``delivered`` flag; see inbox_delivered)
     PrimaryKeyConstraint("uid", "seq"),
     UniqueConstraint("uid", "msg_id", name="uq_inbox_uid_msg"),
 )
@@ -235,11 +236,18 @@ def _upgrade_4_to_5(conn: Connection) -> None:
         )
     )
     _raise_floors_over_held(conn)
-    # A version-4 message service still running would PULL past the group
-    # messages it cannot see and mark into a column nobody reads. Without the
-    # column its sends, PULLs and marks fail loudly instead (the upgrade note
-    # in docs/operations.md: stop them all first).
-    conn.execute(text("ALTER TABLE inbox DROP COLUMN delivered"))
+
+
+def _upgrade_5_to_6(conn: Connection) -> None:
+    """``inbox.delivered``, unread since version 5, is dropped.
+
+    A version-4 message service still running would PULL past the group
+    messages it cannot see and mark into a column nobody reads. Without the
+    column its sends, PULLs and marks fail loudly instead (the upgrade note
+    in docs/operations.md: stop them all first).
+    """
+    if "delivered" in {c["name"] for c in inspect(conn).get_columns("inbox")}:
+        conn.execute(text("ALTER TABLE inbox DROP COLUMN delivered"))
 
 
 def _raise_floors_over_held(conn: Connection) -> None:
@@ -272,6 +280,7 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _upgrade_2_to_3,
     3: _upgrade_3_to_4,
     4: _upgrade_4_to_5,
+    5: _upgrade_5_to_6,
 }
 
 

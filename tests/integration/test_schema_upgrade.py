@@ -64,7 +64,7 @@ async def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path)
         version = conn.execute(select(schema.schema_version.c.version)).scalar_one()
     engine.dispose()
     assert schema.TOKENS_EXPIRY_INDEX in token_indexes
-    assert version == schema.SCHEMA_VERSION == 5
+    assert version == schema.SCHEMA_VERSION == 6
 
 
 async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ async def test_version_3_sqlite_gets_a_partial_cid_index_and_keeps_its_messages(
 
     engine = create_engine(url)
     with engine.connect() as conn:
-        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 5
+        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 6
         assert inspect(conn).get_unique_constraints("messages") == []
         indexes = {ix["name"]: ix for ix in inspect(conn).get_indexes("messages")}
         assert set(indexes) == {"ix_messages_conv", schema.CID_INDEX}
@@ -226,4 +226,25 @@ async def test_version_4_inbox_keeps_its_delivered_marks_and_group_rows(tmp_path
     engine = create_engine(url)
     with engine.connect() as conn:  # a version-4 process left running fails loudly
         assert "delivered" not in {c["name"] for c in inspect(conn).get_columns("inbox")}
+    engine.dispose()
+
+
+async def test_version_5_loses_the_inbox_delivered_column(tmp_path: Path) -> None:
+    """Version 5 as first released still had the column; version 6 drops it."""
+    url = f"sqlite:///{tmp_path / 'v5.sqlite3'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        _create_tables_before_5(conn)
+        schema.metadata.create_all(
+            conn, tables=[t for t in schema.metadata.sorted_tables if t.name in _SINCE_5]
+        )
+        conn.execute(insert(schema.schema_version).values(version=5))
+    engine.dispose()
+    db = Database(url)
+    await db.start()
+    await db.stop()
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert "delivered" not in {c["name"] for c in inspect(conn).get_columns("inbox")}
+        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 6
     engine.dispose()
