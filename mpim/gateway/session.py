@@ -75,6 +75,7 @@ class Session:
         "_settings",
         "_shutdown_notice",
         "_task",
+        "_transport_backlog",
         "_write_paused",
         "_write_waiter",
         "closed",
@@ -132,6 +133,9 @@ class Session:
         self._reply_seqs: set[int] | None = None
         self._out: list[bytes] | None = None
         self._out_bytes = 0
+        # The transport's buffer as the last flush left it: it only grows when
+        # we write, so it bounds the buffer from above until the next flush.
+        self._transport_backlog = 0
         self._flush_scheduled = False
         self._shutdown_notice: str | None = None
         self._login_timer: asyncio.TimerHandle | None = None
@@ -415,7 +419,8 @@ class Session:
 
     def write_lines(self, lines: list[str]) -> None:
         if lines and not self.closed:
-            self._queue_output(("\n".join(lines) + "\n").encode())
+            text = lines[0] + "\n" if len(lines) == 1 else "\n".join(lines) + "\n"
+            self._queue_output(text.encode())
 
     def _queue_output(self, data: bytes) -> None:
         out = self._out
@@ -440,6 +445,7 @@ class Session:
         data = b"".join(out) if len(out) > 1 else out[0]
         if not self.closed:
             self.transport.write(data)
+            self._transport_backlog = self.transport.output_buffer_size()
 
     def unsent_bytes(self) -> int:
         return self.transport.output_buffer_size() + self._out_bytes
@@ -493,7 +499,10 @@ class Session:
         if self.closed:
             return False
         self.write_lines(lines)
-        if self.unsent_bytes() > self._settings.max_output_bytes:
+        limit = self._settings.max_output_bytes
+        # The exact size costs a call into the transport: asked only when the
+        # bound says the limit might be passed (a fan-out pushes to thousands).
+        if self._out_bytes + self._transport_backlog > limit and self.unsent_bytes() > limit:
             self._drop_slow_consumer(self.unsent_bytes())
             return False
         return True
