@@ -277,19 +277,8 @@ def _undelivered_spans(
     delivered: set[int] = set()
     position, after = floor, floor  # every seq <= position is accounted for
     while wanted > 0 and position < last:
-        page = list(
-            conn.execute(
-                select(inbox_delivered.c.seq)
-                .where(
-                    inbox_delivered.c.uid == uid,
-                    inbox_delivered.c.seq > after,
-                    inbox_delivered.c.seq <= last,
-                )
-                .order_by(inbox_delivered.c.seq)
-                .limit(_HELD_PAGE)
-            ).scalars()
-        )
-        ends = [int(seq) for seq in page]
+        page = _held_page(conn, uid, after, last)
+        ends = list(page)
         if len(page) < _HELD_PAGE:
             ends.append(last + 1)  # the undelivered rest, up to last
         for end in ends:
@@ -310,20 +299,27 @@ def _undelivered_spans(
     return spans, delivered
 
 
+def _held_page(conn: Connection, uid: int, after: int, upto: int) -> list[int]:
+    """The user's delivered seqs in (after, upto], ascending, at most a page."""
+    return [
+        int(seq)
+        for seq in conn.execute(
+            select(inbox_delivered.c.seq)
+            .where(
+                inbox_delivered.c.uid == uid,
+                inbox_delivered.c.seq > after,
+                inbox_delivered.c.seq <= upto,
+            )
+            .order_by(inbox_delivered.c.seq)
+            .limit(_HELD_PAGE)
+        ).scalars()
+    ]
+
+
 def _held_run_end(conn: Connection, uid: int, top: int) -> int:
     """``top`` raised over the delivered seqs that continue it."""
     while True:
-        page = list(
-            conn.execute(
-                select(inbox_delivered.c.seq)
-                .where(
-                    inbox_delivered.c.uid == uid,
-                    inbox_delivered.c.seq > top,
-                    inbox_delivered.c.seq <= top + _HELD_PAGE,
-                )
-                .order_by(inbox_delivered.c.seq)
-            ).scalars()
-        )
+        page = _held_page(conn, uid, top, top + _HELD_PAGE)
         start = top
         for seq in page:
             if seq != top + 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, create_engine, insert, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from mpim.store import schema
@@ -23,6 +23,14 @@ CREATE TABLE inbox (
     CONSTRAINT uq_inbox_uid_msg UNIQUE (uid, msg_id)
 )
 """
+
+
+async def _upgraded(url: str) -> Engine:
+    """Start and stop a Database on ``url`` (which upgrades it); an engine to look."""
+    db = Database(url)
+    await db.start()
+    await db.stop()
+    return create_engine(url)
 
 
 def _create_tables_before_5(conn: Connection, *leave_out: str) -> None:
@@ -120,11 +128,7 @@ async def test_version_3_sqlite_gets_a_partial_cid_index_and_keeps_its_messages(
         conn.execute(insert(schema.messages), [_message(1, "a"), _message(2, None)])
     engine.dispose()
 
-    db = Database(url)
-    await db.start()
-    await db.stop()
-
-    engine = create_engine(url)
+    engine = await _upgraded(url)
     with engine.connect() as conn:
         assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 6
         assert inspect(conn).get_unique_constraints("messages") == []
@@ -240,10 +244,7 @@ async def test_version_5_loses_the_inbox_delivered_column(tmp_path: Path) -> Non
         )
         conn.execute(insert(schema.schema_version).values(version=5))
     engine.dispose()
-    db = Database(url)
-    await db.start()
-    await db.stop()
-    engine = create_engine(url)
+    engine = await _upgraded(url)
     with engine.connect() as conn:
         assert "delivered" not in {c["name"] for c in inspect(conn).get_columns("inbox")}
         assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 6
