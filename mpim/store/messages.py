@@ -17,13 +17,11 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     and_,
-    delete,
     func,
     insert,
     literal,
     or_,
     select,
-    update,
 )
 
 from mpim.errors import ErrorCode
@@ -575,14 +573,7 @@ class MessageStore:
         # Every seq up to the new floor is now returned or was delivered before.
         new_floor = _held_run_end(conn, uid, int(found[-1].seq)) if more else last
         if new_floor > floor:
-            conn.execute(
-                update(inbox_state).where(inbox_state.c.uid == uid).values(pull_floor=new_floor)
-            )
-            conn.execute(
-                delete(inbox_delivered).where(
-                    inbox_delivered.c.uid == uid, inbox_delivered.c.seq <= new_floor
-                )
-            )
+            rawsql.set_pull_floor(conn, uid, new_floor)
         return [_to_pb(row, int(row.seq)) for row in found], more
 
     async def sync(

@@ -106,11 +106,20 @@ def mark_delivered(conn: Connection, marks: Sequence[tuple[int, int]]) -> None:
         insert_rows(conn, "inbox_delivered", ("uid", "seq"), sorted(set(marks)), ignore=True)
 
 
+def set_pull_floor(conn: Connection, uid: int, floor: int) -> None:
+    """Move a user's floor up to ``floor``; the held seqs it passes go."""
+    p = _placeholder(conn)
+    conn.exec_driver_sql(f"UPDATE inbox_state SET pull_floor = {p} WHERE uid = {p}", (floor, uid))
+    conn.exec_driver_sql(
+        f"DELETE FROM inbox_delivered WHERE uid = {p} AND seq <= {p}", (uid, floor)
+    )
+
+
 def _sqlite_raise_floors(conn: Connection, marks: Sequence[tuple[int, int]]) -> None:
     marked: dict[int, set[int]] = {}
     for uid, seq in marks:
         marked.setdefault(uid, set()).add(seq)
-    floors = dict(_sqlite_pairs_of(conn, "uid || ',' || pull_floor", "inbox_state", sorted(marked)))
+    floors = dict(_sqlite_state_pairs(conn, "pull_floor", sorted(marked)))
     tops: dict[int, int] = {}  # a uid without a floor is not a user
     for uid, floor in floors.items():
         top, seqs = floor, marked[uid]
@@ -196,10 +205,7 @@ def is_sqlite(conn: Connection) -> bool:
 
 def sqlite_int_pairs(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[int, int]]:
     """Run ``SELECT group_concat(a || ',' || b, ';') ...`` and split its one row."""
-    return _split_pairs(conn.exec_driver_sql(sql, tuple(params)).scalar())
-
-
-def _split_pairs(joined: object) -> list[tuple[int, int]]:
+    joined = conn.exec_driver_sql(sql, tuple(params)).scalar()
     if not joined:
         return []
     pairs = []
@@ -217,19 +223,21 @@ def sqlite_ints(conn: Connection, sql: str, params: Sequence[Any]) -> list[int]:
 
 def sqlite_last_seqs(conn: Connection, uids: Sequence[int]) -> list[tuple[int, int]]:
     """(uid, last_seq) of those of ``uids`` that have an inbox, in one row per chunk."""
-    return _sqlite_pairs_of(conn, "uid || ',' || last_seq", "inbox_state", uids)
+    return _sqlite_state_pairs(conn, "last_seq", uids)
 
 
-def _sqlite_pairs_of(
-    conn: Connection, pair: str, table: str, uids: Sequence[int]
+def _sqlite_state_pairs(
+    conn: Connection, column: str, uids: Sequence[int]
 ) -> list[tuple[int, int]]:
+    """(uid, an inbox_state column) for those of ``uids`` that have a row."""
     out: list[tuple[int, int]] = []
     for chunk in _chunks(uids):
         keys = ", ".join(["?"] * len(chunk))
         out.extend(
             sqlite_int_pairs(
                 conn,
-                f"SELECT group_concat({pair}, ';') FROM {table} WHERE uid IN ({keys})",
+                f"SELECT group_concat(uid || ',' || {column}, ';') FROM inbox_state "
+                f"WHERE uid IN ({keys})",
                 chunk,
             )
         )

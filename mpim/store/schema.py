@@ -25,6 +25,8 @@ from sqlalchemy import (
     text,
 )
 
+from mpim.store import rawsql
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 6
@@ -264,14 +266,7 @@ def _raise_floors_over_held(conn: Connection) -> None:
         if seq == top + 1:
             raised[uid] = seq
     for uid, top in raised.items():
-        conn.execute(
-            text("UPDATE inbox_state SET pull_floor = :top WHERE uid = :uid"),
-            {"top": top, "uid": uid},
-        )
-        conn.execute(
-            text("DELETE FROM inbox_delivered WHERE uid = :uid AND seq <= :top"),
-            {"top": top, "uid": uid},
-        )
+        rawsql.set_pull_floor(conn, uid, top)
 
 
 # version -> step that upgrades a database at that version to version + 1
