@@ -19,6 +19,11 @@ class Cache(Protocol):
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
 
+    async def add(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        """``set`` only if the key holds nothing: a fill from the Store must
+        not overwrite what a writer stored meanwhile (a revocation's tombstone)."""
+        ...
+
     async def delete(self, *keys: str) -> None: ...
 
 

@@ -28,6 +28,15 @@ class MemoryCache:
         return value
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        self._put(key, value, ttl_seconds)
+
+    async def add(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        # No await between the check and the write: atomic on the event loop.
+        entry = self._data.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            self._put(key, value, ttl_seconds)
+
+    def _put(self, key: str, value: bytes, ttl_seconds: float) -> None:
         if self._max <= 0:
             return
         self._data[key] = (time.monotonic() + ttl_seconds, value)

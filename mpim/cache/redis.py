@@ -99,10 +99,21 @@ class RedisCache:
         return value if isinstance(value, bytes) else None
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        await self._write(key, value, ttl_seconds, only_if_absent=False)
+
+    async def add(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        # SET NX: atomic in Redis, so a tombstone written by another process
+        # between this process's Store read and this write is never replaced.
+        await self._write(key, value, ttl_seconds, only_if_absent=True)
+
+    async def _write(
+        self, key: str, value: bytes, ttl_seconds: float, *, only_if_absent: bool
+    ) -> None:
         if not await self._usable():
             return
+        px = max(1, round(ttl_seconds * 1000))
         try:
-            await self._redis.set(self._ns + key, value, px=max(1, round(ttl_seconds * 1000)))
+            await self._redis.set(self._ns + key, value, px=px, nx=only_if_absent)
         except REDIS_ERRORS as exc:
             await self._failed(exc)
 

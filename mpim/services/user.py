@@ -51,11 +51,12 @@ def _decode_token(raw: bytes) -> tuple[int, int] | None:
 class RecentRevocations:
     """Token hashes this process revoked, remembered while a stale cache entry could live.
 
-    Cache-aside leaves a window: a store read that began before a revoke can
-    put the then-valid token into the (shared) cache after the revoke's own
-    cache write. Such an entry lives at most the cache TTL, so remembering the
-    revocation for twice that closes the window for every AUTH this process
-    answers, whatever the cache adapter does with ordering.
+    A fill from a Store read that began before a revoke never replaces the
+    revoke's tombstone (``Cache.add``), but it can land where the tombstone
+    is missing: written while Redis was unreachable, the tombstone is dropped
+    (only the delete is replayed). Such an entry lives at most the cache TTL,
+    so remembering the revocation for twice that keeps every AUTH this
+    process answers right even then.
     """
 
     def __init__(self, keep_seconds: float, max_entries: int = 100_000) -> None:
@@ -185,11 +186,22 @@ class UserServiceImpl:
         await self._cache_token(keys.user_token(token_hash), uid, expires_at_ms)
         return user_pb2.LoginReply(uid=uid, token=token, username=username)
 
-    async def _cache_token(self, key: str, uid: int, expires_at_ms: int) -> None:
-        """Cache a live token for no longer than the cache TTL or its own remaining life."""
+    async def _cache_token(
+        self, key: str, uid: int, expires_at_ms: int, *, fill: bool = False
+    ) -> None:
+        """Cache a live token for no longer than the cache TTL or its own remaining life.
+
+        A ``fill`` (from a Store read) only goes where the key holds nothing, so
+        a LOGOUT's tombstone written meanwhile, by any instance, stays.
+        """
         ttl = min(self._cache_ttl, (expires_at_ms - now_ms()) / 1000)
-        if ttl > 0:
-            await self._cache.set(key, _encode_token(uid, expires_at_ms), ttl)
+        if ttl <= 0:
+            return
+        value = _encode_token(uid, expires_at_ms)
+        if fill:
+            await self._cache.add(key, value, ttl)
+        else:
+            await self._cache.set(key, value, ttl)
 
     async def _token_owner(self, token_hash: str) -> int | None:
         """The uid of a live token; None if unknown, revoked or expired.
@@ -215,7 +227,7 @@ class UserServiceImpl:
         # wins and is not overwritten with the stale "valid".
         if await self._cache.get(key) == TOKEN_REVOKED or token_hash in self._revoked:
             return None
-        await self._cache_token(key, row.uid, row.expires_at_ms)
+        await self._cache_token(key, row.uid, row.expires_at_ms, fill=True)
         return row.uid
 
     async def Authenticate(

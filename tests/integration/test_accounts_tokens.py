@@ -55,21 +55,29 @@ class PausingUserStore(UserStore):
         return row
 
 
-class PausingCache(MemoryCache):
-    """A real cache whose writes of live tokens can be held, like a Redis SET
-    still in flight while another request's commands overtake it."""
+class PausingFills:
+    """Mixed into a real cache: its fills (``add``) can be held, like a Redis
+    SET NX still in flight while another request's commands overtake it."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.pause = False
-        self.set_started = asyncio.Event()
+        self.fill_started = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
-        if self.pause and value != TOKEN_REVOKED:
-            self.set_started.set()
+    async def add(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        if self.pause:
+            self.fill_started.set()
             await self.release.wait()
-        await super().set(key, value, ttl_seconds)
+        await super().add(key, value, ttl_seconds)  # type: ignore[misc]
+
+
+class PausingMemoryCache(PausingFills, MemoryCache):
+    pass
+
+
+class PausingRedisCache(PausingFills, RedisCache):
+    pass
 
 
 @pytest.fixture
@@ -218,25 +226,55 @@ async def test_a_logout_committed_during_a_cache_fill_wins(
     assert await auth(users, reply.token) is None
 
 
-async def test_a_fill_landing_after_the_logout_is_not_trusted_by_this_instance(
-    db: Database, hasher: PasswordHasher
+async def _fill_overtaken_by_logout(
+    db: Database, cache: PausingMemoryCache | PausingRedisCache, hasher: PasswordHasher
 ) -> None:
     """The fill's write overtaken by the whole LOGOUT (possible with Redis:
-    two commands on two pooled connections) overwrites the tombstone. This
-    instance remembers its revocations for longer than any entry lives."""
-    cache = PausingCache()
+    two commands on two pooled connections) must not replace the tombstone,
+    or every other instance would accept the token until the entry expires."""
     users = service(UserStore(db), cache, hasher)
+    other_instance = service(UserStore(db), cache, hasher)
     reply = await register(users, "fiona")
     await cache.delete(token_key(reply.token))
     cache.pause = True
     racing = asyncio.create_task(auth(users, reply.token))
-    await cache.set_started.wait()  # checked for a tombstone: none yet
+    await cache.fill_started.wait()  # checked for a tombstone: none yet
     await logout(users, reply.token)
     cache.release.set()
     await racing  # concurrent with the LOGOUT: either answer is right
     cache.pause = False
-    assert await cache.get(token_key(reply.token)) != TOKEN_REVOKED  # the stale entry
-    assert await auth(users, reply.token) is None
+    assert await cache.get(token_key(reply.token)) == TOKEN_REVOKED
+    for instance in (users, other_instance):
+        assert await auth(instance, reply.token) is None
+
+
+async def test_a_fill_landing_after_the_logout_leaves_the_tombstone_in_memory(
+    db: Database, hasher: PasswordHasher
+) -> None:
+    await _fill_overtaken_by_logout(db, PausingMemoryCache(), hasher)
+
+
+async def test_a_fill_landing_after_the_logout_leaves_the_tombstone_in_redis(
+    db: Database, hasher: PasswordHasher, redis_settings: RedisSettings
+) -> None:
+    client = redis_client(redis_settings)
+    try:
+        await _fill_overtaken_by_logout(
+            db, PausingRedisCache(client, redis_settings.key_prefix), hasher
+        )
+    finally:
+        await client.aclose()
+
+
+async def test_a_fill_does_not_replace_a_value_but_does_fill_an_expired_one() -> None:
+    cache = MemoryCache()
+    await cache.set("k", b"tombstone", 60)
+    await cache.add("k", b"fill", 60)
+    assert await cache.get("k") == b"tombstone"
+    await cache.set("e", b"old", 0.001)
+    await asyncio.sleep(0.01)
+    await cache.add("e", b"fill", 60)
+    assert await cache.get("e") == b"fill"
 
 
 async def _revoke_on_another_instance(db: Database, cache: Cache, hasher: PasswordHasher) -> None:
