@@ -32,6 +32,7 @@ def database(settings: Settings, metrics: StoreMetrics | None = None) -> Databas
         settings.store_url(),
         sqlite_synchronous=settings.store.sqlite_synchronous,
         max_batch=settings.store.max_batch,
+        server_timeout_seconds=settings.store.server_timeout_seconds,
         metrics=metrics,
     )
 

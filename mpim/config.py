@@ -64,6 +64,10 @@ class StoreSettings(BaseModel):
     # per group commit); "NORMAL" survives process crashes only.
     sqlite_synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|OFF)$")
     max_batch: int = Field(default=1000, ge=1)
+    # MySQL/MariaDB: how long a connection waits for any answer before it
+    # counts as broken (a frozen server then fails requests instead of
+    # holding them). Above InnoDB's 50 s lock wait.
+    server_timeout_seconds: float = Field(default=60.0, ge=1)
 
 
 class SecuritySettings(BaseModel):

@@ -25,6 +25,13 @@ writes the pushes they record. Its commits run beside the main writer's, and
 the server's group commit shares their log flushes. SQLite has one writer,
 so there the side lane is the main one.
 
+A MySQL/MariaDB server that stops answering (frozen, or a network that drops
+packets without a reset) would otherwise hold a store thread forever: each
+connection waits at most ``server_timeout_seconds`` for any answer, and
+then counts as broken (the default, 60 s, outlasts InnoDB's 50 s lock wait,
+so a lock wait is reported as itself). PostgreSQL gets the connect timeout
+only; psycopg has no per-read timeout.
+
 When the server cannot be reached (refused, reset, gone away) every read and
 write fails at once with ``StoreUnavailable`` (``-ERR service unavailable``
 for the client) instead of retrying: one warning per outage is logged, and
@@ -74,6 +81,8 @@ SQLITE_PAGE_SIZE = 2048  # bytes; only a new database takes it
 SQLITE_BUSY_SECONDS = 10.0
 WAL_CHECKPOINT_BYTES = 64 * 1024 * 1024
 _CONFLICT_RETRIES = 3
+SERVER_TIMEOUT_SECONDS = 60.0
+_CONNECT_TIMEOUT_SECONDS = 5
 # MySQL/MariaDB client errors meaning the server was not reached or the
 # connection broke: can't connect (2002 socket, 2003 TCP, 2005 host), server
 # gone away (2006), lost connection (2013), bad packet after a reset (2055).
@@ -136,9 +145,11 @@ class Database:
         sqlite_synchronous: str = "FULL",
         max_batch: int = 1000,
         read_threads: int = 4,
+        server_timeout_seconds: float = SERVER_TIMEOUT_SECONDS,
         metrics: StoreMetrics | None = None,
     ) -> None:
         self.url = url
+        self._connect_args = server_connect_args(url, server_timeout_seconds)
         self._is_sqlite = make_url(url).get_backend_name() == "sqlite"
         self.metrics = metrics if metrics is not None else StoreMetrics()
         self._sqlite_synchronous = sqlite_synchronous
@@ -192,10 +203,13 @@ class Database:
             event.listen(self._write_engine, "connect", self._on_sqlite_connect)
             event.listen(self._write_engine, "begin", _sqlite_begin_immediate)
         else:
-            await self._loop.run_in_executor(self._readers, ensure_database, self.url)
+            await self._loop.run_in_executor(
+                self._readers, ensure_database, self.url, self._connect_args
+            )
             # READ COMMITTED: no gap locks between concurrent message writers.
             self._engine = create_engine(
                 self.url,
+                connect_args=self._connect_args,
                 pool_pre_ping=True,
                 pool_size=self._read_threads + 2,
                 pool_recycle=3600,
@@ -406,7 +420,22 @@ class Database:
             logger.warning("event loop closed before %d writes were acknowledged", len(outcomes))
 
 
-def ensure_database(url: str) -> None:
+def server_connect_args(url: str, server_timeout_seconds: float) -> dict[str, Any]:
+    """The driver's timeouts for a server URL (none for SQLite)."""
+    backend = make_url(url).get_backend_name()
+    if backend == "mysql":  # pymysql and mysqlclient take the same three
+        wait = max(1, round(server_timeout_seconds))
+        return {
+            "connect_timeout": _CONNECT_TIMEOUT_SECONDS,
+            "read_timeout": wait,
+            "write_timeout": wait,
+        }
+    if backend == "postgresql":
+        return {"connect_timeout": _CONNECT_TIMEOUT_SECONDS}
+    return {}
+
+
+def ensure_database(url: str, connect_args: dict[str, Any] | None = None) -> None:
     """Create the URL's database on a MySQL/MariaDB or PostgreSQL server if missing."""
     parsed = make_url(url)
     name = parsed.database
@@ -416,7 +445,7 @@ def ensure_database(url: str) -> None:
         raise ValueError(f"store.url: database name {name!r} must be letters, digits and _")
     backend = parsed.get_backend_name()
     if backend == "mysql":
-        engine = create_engine(parsed.set(database=""))
+        engine = create_engine(parsed.set(database=""), connect_args=connect_args or {})
         with engine.connect() as conn:
             conn.execute(
                 text(
@@ -425,7 +454,11 @@ def ensure_database(url: str) -> None:
                 )
             )
     elif backend == "postgresql":
-        engine = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        engine = create_engine(
+            parsed.set(database="postgres"),
+            connect_args=connect_args or {},
+            isolation_level="AUTOCOMMIT",
+        )
         with engine.connect() as conn:
             exists = conn.execute(
                 text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}

@@ -204,3 +204,33 @@ async def test_an_unreachable_store_fails_fast_logs_once_and_recovers(
         await proxy.up()
         await db.stop()
         await proxy.stop()
+
+
+async def test_a_frozen_mariadb_fails_waiting_statements_and_recovers(
+    request: pytest.FixtureRequest,
+) -> None:
+    """Open connections go silent (mysqld stopped, packets dropped): every
+    read and write fails within the server timeout instead of holding a
+    store thread, and service resumes once the server answers again."""
+    url = str(request.getfixturevalue("mysql_url"))
+    proxy = FaultProxy.for_url(url)
+    await proxy.start()
+    timeout = 2.0
+    db = Database(proxy.proxied(url), server_timeout_seconds=timeout)
+    try:
+        await db.start()
+        assert await db.write(_one) == 1 and await db.read(_one) == 1
+        await proxy.down("freeze")
+        for call in (db.write, db.read):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await call(_one)
+            # A pooled connection's ping times out, then the reconnect's
+            # greeting does: two timeouts at most, not forever.
+            assert time.monotonic() - started < 2 * timeout + 3.0
+        await proxy.up()
+        assert await db.write(_one) == 1 and await db.read(_one) == 1
+    finally:
+        await proxy.up()
+        await db.stop()
+        await proxy.stop()

@@ -4,7 +4,9 @@ The machine's MariaDB is shared, so a test cannot stop it. Instead the
 cluster's store URL points at a ``FaultProxy`` that forwards to the real
 server byte for byte, and the test switches it ``down`` (every open
 connection is reset at once; new ones are refused, as when mysqld died, or
-accepted and never answered, as when it hangs) and ``up`` again.
+accepted and never answered, as when it hangs; or, ``freeze``, open
+connections stay open and go silent, as when mysqld is stopped or a network
+drops packets without a reset) and ``up`` again.
 The server behind it stays real: nothing is mocked.
 """
 
@@ -18,7 +20,7 @@ from typing import Literal
 
 from sqlalchemy.engine import make_url
 
-Mode = Literal["refuse", "blackhole"]
+Mode = Literal["refuse", "blackhole", "freeze"]
 _CHUNK = 1 << 16
 
 
@@ -32,6 +34,8 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()  # cleared while frozen
+        self._flowing.set()
 
     @classmethod
     def for_url(cls, url: str) -> FaultProxy:
@@ -48,17 +52,21 @@ class FaultProxy:
         self.is_up = True
 
     async def down(self, mode: Mode = "refuse") -> None:
-        """Close every open connection; refuse new ones, or (``blackhole``)
-        accept them and never answer, until ``up()``."""
+        """Until ``up()``: close every open connection and refuse new ones,
+        or (``blackhole``) accept them and never answer; or (``freeze``)
+        forward nothing more on the open ones and never answer new ones."""
         self.is_up = False
         if mode == "refuse":
             await self._close_listener()
-        else:
+        elif mode == "blackhole":
             self._drop_all()
+        else:
+            self._flowing.clear()
 
     async def up(self) -> None:
-        """Forward again; connections held by a blackhole are closed."""
+        """Forward again; connections held by a blackhole or a freeze are closed."""
         self._drop_all()
+        self._flowing.set()
         if self._server is None:
             await self._listen()
         self.is_up = True
@@ -138,9 +146,11 @@ class FaultProxy:
                 self._writers.discard(w)
                 w.transport.abort()
 
-    @staticmethod
-    async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await src.read(_CHUNK):
+                await self._flowing.wait()
+                if dst.is_closing():
+                    return  # dropped by up() while frozen: what was held goes
                 dst.write(data)
                 await dst.drain()
