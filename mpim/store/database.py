@@ -248,7 +248,24 @@ class Database:
         """Create or upgrade the schema; several processes may start at once."""
         assert self._write_engine is not None
         backend = make_url(self.url).get_backend_name()
-        with self._write_engine.connect() as conn:
+        # No server timeout here: an upgrade's statements, and the wait for
+        # another process's upgrade, may rightly take longer than any answer.
+        engine = (
+            self._write_engine
+            if self.is_sqlite
+            else create_engine(
+                self.url, connect_args=server_connect_args(self.url, None), hide_parameters=True
+            )
+        )
+        try:
+            self._migrate_on(engine, backend)
+        finally:
+            if engine is not self._write_engine:
+                engine.dispose()
+
+    @staticmethod
+    def _migrate_on(engine: Engine, backend: str) -> None:
+        with engine.connect() as conn:
             # SQLite's BEGIN IMMEDIATE already serialises; servers need a lock.
             # MySQL's is the session's, and is released only after the commit:
             # its DDL commits at once, so a process let in before the version
@@ -420,16 +437,16 @@ class Database:
             logger.warning("event loop closed before %d writes were acknowledged", len(outcomes))
 
 
-def server_connect_args(url: str, server_timeout_seconds: float) -> dict[str, Any]:
-    """The driver's timeouts for a server URL (none for SQLite)."""
+def server_connect_args(url: str, server_timeout_seconds: float | None) -> dict[str, Any]:
+    """The driver's timeouts for a server URL (none for SQLite); with no
+    ``server_timeout_seconds``, only the connect timeout."""
     backend = make_url(url).get_backend_name()
     if backend == "mysql":  # pymysql and mysqlclient take the same three
-        wait = max(1, round(server_timeout_seconds))
-        return {
-            "connect_timeout": _CONNECT_TIMEOUT_SECONDS,
-            "read_timeout": wait,
-            "write_timeout": wait,
-        }
+        args: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT_SECONDS}
+        if server_timeout_seconds is not None:
+            wait = max(1, round(server_timeout_seconds))
+            args.update(read_timeout=wait, write_timeout=wait)
+        return args
     if backend == "postgresql":
         return {"connect_timeout": _CONNECT_TIMEOUT_SECONDS}
     return {}

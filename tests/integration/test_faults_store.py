@@ -234,3 +234,26 @@ async def test_a_frozen_mariadb_fails_waiting_statements_and_recovers(
         await proxy.up()
         await db.stop()
         await proxy.stop()
+
+
+async def test_a_schema_upgrade_may_take_longer_than_the_server_timeout(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgrading a large database, or waiting for another process's upgrade,
+    is slow but not a frozen server: start-up must not give up on it."""
+    from mpim.store import database as database_module
+
+    url = str(request.getfixturevalue("mysql_url"))
+    real_migrate = database_module.migrate
+
+    def slow_migrate(conn: Connection) -> int:
+        conn.execute(text("SELECT SLEEP(2)"))
+        return real_migrate(conn)
+
+    monkeypatch.setattr(database_module, "migrate", slow_migrate)
+    db = Database(url, server_timeout_seconds=1.0)
+    try:
+        await db.start()
+        assert await db.write(_one) == 1
+    finally:
+        await db.stop()
