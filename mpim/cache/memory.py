@@ -17,14 +17,9 @@ class MemoryCache:
         self.metrics = metrics if metrics is not None else CacheMetrics()
 
     async def get(self, key: str) -> bytes | None:
-        entry = self._data.get(key)
-        if entry is None:
-            return None
-        expires, value = entry
-        if expires < time.monotonic():
-            del self._data[key]
-            return None
-        self._data.move_to_end(key)
+        value = self._live(key)
+        if value is not None:
+            self._data.move_to_end(key)
         return value
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
@@ -32,9 +27,19 @@ class MemoryCache:
 
     async def add(self, key: str, value: bytes, ttl_seconds: float) -> None:
         # No await between the check and the write: atomic on the event loop.
-        entry = self._data.get(key)
-        if entry is None or entry[0] < time.monotonic():
+        if self._live(key) is None:
             self._put(key, value, ttl_seconds)
+
+    def _live(self, key: str) -> bytes | None:
+        """The key's value unless missing or expired (an expired entry is dropped)."""
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires < time.monotonic():
+            del self._data[key]
+            return None
+        return value
 
     def _put(self, key: str, value: bytes, ttl_seconds: float) -> None:
         if self._max <= 0:

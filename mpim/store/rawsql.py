@@ -110,6 +110,12 @@ def set_pull_floor(conn: Connection, uid: int, floor: int) -> None:
     """Move a user's floor up to ``floor``; the held seqs it passes go."""
     p = _placeholder(conn)
     conn.exec_driver_sql(f"UPDATE inbox_state SET pull_floor = {p} WHERE uid = {p}", (floor, uid))
+    _drop_held_through(conn, uid, floor)
+
+
+def _drop_held_through(conn: Connection, uid: int, floor: int) -> None:
+    """Held seqs at or below a floor say nothing more: the floor covers them."""
+    p = _placeholder(conn)
     conn.exec_driver_sql(
         f"DELETE FROM inbox_delivered WHERE uid = {p} AND seq <= {p}", (uid, floor)
     )
@@ -132,9 +138,7 @@ def _sqlite_raise_floors(conn: Connection, marks: Sequence[tuple[int, int]]) -> 
     # no read, however many seqs its user holds.
     absorbed = _sqlite_absorb_held(conn, tops, marked)
     for uid in sorted(absorbed):
-        conn.exec_driver_sql(
-            "DELETE FROM inbox_delivered WHERE uid = ? AND seq <= ?", (uid, tops[uid])
-        )
+        _drop_held_through(conn, uid, tops[uid])
     sqlite_set_state(conn, "pull_floor", sorted(tops.items()))
     above = [
         (uid, seq)
