@@ -33,6 +33,7 @@ def database(settings: Settings, metrics: StoreMetrics | None = None) -> Databas
         sqlite_synchronous=settings.store.sqlite_synchronous,
         max_batch=settings.store.max_batch,
         server_timeout_seconds=settings.store.server_timeout_seconds,
+        writer_process=settings.store.writer_process,
         metrics=metrics,
     )
 

@@ -7,6 +7,7 @@ match on it; it becomes a reply line in exactly one place (the dispatcher).
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorCode(StrEnum):
@@ -73,3 +74,7 @@ class MpimError(Exception):
 
     def __repr__(self) -> str:
         return f"MpimError({self.code.name})"
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Refusals cross the store's writer process; args hold the code's text.
+        return (type(self), (self.code,))

@@ -165,8 +165,8 @@ class RpcMetrics:
 class StoreMetrics:
     """Group commit: how many writes share a transaction and what a commit costs.
 
-    Observed from the writer thread; prometheus-client's metrics are
-    thread-safe.
+    Observed by the writer thread, or on the event loop from the SQLite
+    writer process's answers; prometheus-client's metrics are thread-safe.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:

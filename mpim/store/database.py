@@ -1,10 +1,11 @@
-"""The Store's engine: reads on a small thread pool, writes on one group-commit thread.
+"""The Store's engine: reads on a small thread pool, writes on one group-commit writer.
 
-Storage never runs on the event loop. Writes are functions of a Connection,
-queued to a single writer thread that runs every queued job in one
-transaction and commits once, so many concurrent writers share one fsync.
-If any job in a batch raises, the batch is rolled back and each job re-runs
-alone, so one failing job never fails or delays its neighbours' outcome.
+Storage never runs on the event loop. Writes are calls of module-level
+functions on a Connection, queued to a single writer that runs every queued
+call in one transaction and commits once, so many concurrent writers share
+one fsync (``group_commit``). The writer is a thread, or for SQLite by
+default a process of its own (``writer_process``), where a commit never
+waits for the event loop's GIL.
 
 SQLite is tuned for many small random writes, which is what a message's
 index entries are (its conversation, each recipient's inbox). A commit
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import re
@@ -55,23 +57,27 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
-from mpim.errors import ErrorCode, MpimError
 from mpim.metrics.families import StoreMetrics
+from mpim.store.failures import StoreUnavailable, is_unreachable
+from mpim.store.group_commit import BatchOutcome, WriteCall, commit_calls, next_batch, settle
 from mpim.store.schema import migrate
+from mpim.store.writer_process import WriterProcess
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Job = Callable[[Connection], Any]
 
 
 @dataclass(slots=True)
 class _Pending:
-    job: Job
+    call: WriteCall
     future: asyncio.Future[Any]
-    alone: bool = False
+
+    @property
+    def alone(self) -> bool:
+        return self.call.alone
 
 
 _STOP = object()
@@ -80,51 +86,36 @@ SQLITE_PAGE_SIZE = 2048  # bytes; only a new database takes it
 # How long an SQLite connection waits for another's lock before "locked".
 SQLITE_BUSY_SECONDS = 10.0
 WAL_CHECKPOINT_BYTES = 64 * 1024 * 1024
-_CONFLICT_RETRIES = 3
 SERVER_TIMEOUT_SECONDS = 60.0
 _CONNECT_TIMEOUT_SECONDS = 5
-# MySQL/MariaDB client errors meaning the server was not reached or the
-# connection broke: can't connect (2002 socket, 2003 TCP, 2005 host), server
-# gone away (2006), lost connection (2013), bad packet after a reset (2055).
-_MYSQL_CONNECTION_ERRORS = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
 
 
-class StoreUnavailable(MpimError):
-    """The store server cannot be reached; the client may retry later.
+def sqlite_engine(url: str, synchronous: str, *, immediate: bool) -> Engine:
+    """An engine for MPIM's SQLite file, tuned as described above.
 
-    The client is told ``-ERR service unavailable``; ``str()`` is the
-    driver's reason on one line (no statement, no parameters), for logs and
-    readiness reports.
+    ``immediate``: transactions begin with BEGIN IMMEDIATE (the writer's).
+    hide_parameters: an error's text (logged, or shown at start-up) must not
+    carry message texts or password and token hashes.
     """
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(ErrorCode.SERVICE_UNAVAILABLE)
-        self.cause = cause
-
-    def __str__(self) -> str:
-        reason = str(self.cause).splitlines()
-        return f"store unreachable: {reason[0] if reason else type(self.cause).__name__}"
-
-    def __repr__(self) -> str:
-        return f"StoreUnavailable({self.cause!r})"
+    engine = create_engine(url, connect_args={"isolation_level": None}, hide_parameters=True)
+    event.listen(engine, "connect", functools.partial(_configure_sqlite, synchronous=synchronous))
+    begin = _sqlite_begin_immediate if immediate else _sqlite_begin_deferred
+    event.listen(engine, "begin", begin)
+    return engine
 
 
-def is_unreachable(exc: BaseException) -> bool:
-    """A failure to reach the server (not a conflict, not one job's fault)."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if not isinstance(exc, (OperationalError, InterfaceError)):
-        return False
-    args = getattr(exc.orig, "args", ())
-    if args and isinstance(args[0], int):
-        return args[0] in _MYSQL_CONNECTION_ERRORS
-    # psycopg: a refused or broken connection is the one error without SQLSTATE.
-    return getattr(exc.orig, "sqlstate", "") is None
-
-
-def _is_conflict(exc: BaseException) -> bool:
-    """A failure that re-running the transaction can resolve."""
-    return isinstance(exc, (IntegrityError, OperationalError))
+def _configure_sqlite(dbapi_conn: Any, _record: Any, *, synchronous: str) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
+    # Before WAL mode: a new, empty file takes this page size at its first write.
+    cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
+    _switch_to_wal(cursor)
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
+    page_size = int(cursor.execute("PRAGMA page_size").fetchone()[0])
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page_size}")
+    # After a checkpoint the log file is cut back to this size.
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_BYTES}")
+    cursor.close()
 
 
 def _sqlite_begin_immediate(conn: Connection) -> None:
@@ -146,6 +137,7 @@ class Database:
         max_batch: int = 1000,
         read_threads: int = 4,
         server_timeout_seconds: float = SERVER_TIMEOUT_SECONDS,
+        writer_process: bool = False,
         metrics: StoreMetrics | None = None,
     ) -> None:
         self.url = url
@@ -161,6 +153,9 @@ class Database:
         self._writer: threading.Thread | None = None
         self._side_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._side_writer: threading.Thread | None = None
+        # SQLite only: servers write from several connections at once.
+        self._use_process = writer_process and self._is_sqlite
+        self._process: WriterProcess | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._down_since: float | None = None  # monotonic time of the outage's first failure
@@ -175,6 +170,11 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self._is_sqlite
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The SQLite writer process's pid; None when writes run on a thread."""
+        return self._process.pid if self._process is not None else None
 
     async def start(self) -> None:
         """Connect (creating the database if missing), migrate, start the writer."""
@@ -192,16 +192,8 @@ class Database:
             # the file.
             # hide_parameters: an error's text (logged, or shown at start-up)
             # must not carry message texts or password and token hashes.
-            self._engine = create_engine(
-                self.url, connect_args={"isolation_level": None}, hide_parameters=True
-            )
-            event.listen(self._engine, "connect", self._on_sqlite_connect)
-            event.listen(self._engine, "begin", _sqlite_begin_deferred)
-            self._write_engine = create_engine(
-                self.url, connect_args={"isolation_level": None}, hide_parameters=True
-            )
-            event.listen(self._write_engine, "connect", self._on_sqlite_connect)
-            event.listen(self._write_engine, "begin", _sqlite_begin_immediate)
+            self._engine = sqlite_engine(self.url, self._sqlite_synchronous, immediate=False)
+            self._write_engine = sqlite_engine(self.url, self._sqlite_synchronous, immediate=True)
         else:
             await self._loop.run_in_executor(
                 self._readers, ensure_database, self.url, self._connect_args
@@ -217,6 +209,23 @@ class Database:
                 hide_parameters=True,
             )
             self._write_engine = self._engine
+        if self._use_process:
+            # The child's start-up (imports, mostly) overlaps the migration;
+            # opening the file beside it is safe (busy timeout, WAL switch).
+            self._process = WriterProcess(
+                self.url, self._sqlite_synchronous, self._max_batch, self.record_batch
+            )
+            starting = asyncio.ensure_future(self._process.start())
+            try:
+                await self._loop.run_in_executor(self._readers, self._migrate)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await starting
+                await self._process.stop()
+                self._process = None
+                raise
+            await starting
+            return
         await self._loop.run_in_executor(self._readers, self._migrate)
         self._writer = threading.Thread(
             target=self._write_loop, args=(self._queue,), name="mpim-writer", daemon=True
@@ -230,19 +239,6 @@ class Database:
                 daemon=True,
             )
             self._side_writer.start()
-
-    def _on_sqlite_connect(self, dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
-        # Before WAL mode: a new, empty file takes this page size at its first write.
-        cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
-        _switch_to_wal(cursor)
-        cursor.execute(f"PRAGMA synchronous={self._sqlite_synchronous}")
-        page_size = int(cursor.execute("PRAGMA page_size").fetchone()[0])
-        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page_size}")
-        # After a checkpoint the log file is cut back to this size.
-        cursor.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_BYTES}")
-        cursor.close()
 
     def _migrate(self) -> None:
         """Create or upgrade the schema; several processes may start at once."""
@@ -285,6 +281,9 @@ class Database:
 
     async def stop(self) -> None:
         """Finish every queued write, then close. Nothing queued is dropped."""
+        if self._process is not None:
+            await self._process.stop()
+            self._process = None
         if self._side_writer is not None:
             self._side_queue.put(_STOP)
             await asyncio.to_thread(self._side_writer.join)
@@ -343,98 +342,82 @@ class Database:
             logger.info("store reachable again after %.1fs", time.monotonic() - since)
 
     async def write(
-        self, job: Callable[[Connection], T], *, side: bool = False, alone: bool = False
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        side: bool = False,
+        alone: bool = False,
     ) -> T:
-        """Run ``job`` in the writer's next transaction; returns after commit.
+        """Run ``fn(conn, *args)`` in the writer's next transaction; returns after commit.
 
-        ``side``: in the side lane's (see above), for jobs that conflict with
-        no send and must not wait behind one. ``alone``: in a transaction of
-        its own, for a job whose locks, held together with a send's, would
-        take rows in a different order than other writers do.
+        ``fn`` is a module-level function and ``args`` plain data, not a
+        closure: with the writer process they are pickled to it. ``side``:
+        in the side lane's (see above), for calls that conflict with no send
+        and must not wait behind one. ``alone``: in a transaction of its
+        own, for a call whose locks, held together with a send's, would take
+        rows in a different order than other writers do.
         """
-        if self._writer is None or self._loop is None:
+        if self._loop is None or (self._writer is None and self._process is None):
             raise RuntimeError("Database not started")
+        call = WriteCall(fn, args, alone)
+        if self._process is not None:
+            result: T = await self._process.submit(call)
+            return result
         future: asyncio.Future[T] = self._loop.create_future()
         lane = self._side_queue if side and self._side_writer is not None else self._queue
-        lane.put(_Pending(job, future, alone))
+        lane.put(_Pending(call, future))
         return await future
+
+    def record_batch(self, outcome: BatchOutcome, size: int, seconds: float) -> None:
+        """Metrics and outage state after a group commit (either writer)."""
+        self.metrics.commit_latency.observe(seconds)
+        self.metrics.batch_size.observe(size)
+        if outcome.errors:
+            self.metrics.write_errors.inc(outcome.errors)
+        failure = outcome.unreachable
+        if failure is not None:
+            self._went_down(failure)
+        else:
+            self._came_back()
 
     # -- writer thread -------------------------------------------------------
 
     def _write_loop(self, jobs: queue.SimpleQueue[Any]) -> None:
         stopping = False
-        carried: _Pending | None = None  # a job that must start the next batch
+        carried: _Pending | None = None  # a call that must start the next batch
+
+        def more() -> _Pending | None:
+            nonlocal stopping
+            try:
+                item = jobs.get_nowait()
+            except queue.Empty:
+                return None
+            if item is _STOP:
+                stopping = True
+                return None
+            return item  # type: ignore[no-any-return]
+
+        assert self._write_engine is not None
         while not stopping:
             first = carried if carried is not None else jobs.get()
-            carried = None
             if first is _STOP:
                 break
-            batch: list[_Pending] = [first]
-            while not first.alone and len(batch) < self._max_batch:
-                try:
-                    item = jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                if item.alone:
-                    carried = item
-                    break
-                batch.append(item)
+            batch, carried = next_batch(first, more, self._max_batch)
             started = time.perf_counter()
-            self._commit_batch(batch)
-            self.metrics.commit_latency.observe(time.perf_counter() - started)
-            self.metrics.batch_size.observe(len(batch))
+            outcome = commit_calls(self._write_engine, [p.call for p in batch])
+            self.record_batch(outcome, len(batch), time.perf_counter() - started)
+            self._resolve(batch, outcome)
 
-    def _commit_batch(self, batch: list[_Pending], conflicts: int = 0) -> None:
-        assert self._write_engine is not None
-        try:
-            with self._write_engine.begin() as conn:
-                results = [p.job(conn) for p in batch]
-        except Exception as exc:
-            if is_unreachable(exc):
-                # Every job would fail the same way, each retry costing a
-                # connect: fail them all now. A commit whose answer was lost
-                # may have happened; clients retry sends with their cid.
-                self._went_down(StoreUnavailable(exc))
-                self.metrics.write_errors.inc(len(batch))
-                self._resolve([(p, None, StoreUnavailable(exc)) for p in batch])
-                return
-            if len(batch) == 1:
-                if _is_conflict(exc) and conflicts < _CONFLICT_RETRIES:
-                    # Another process won a race (unique key, deadlock, lock
-                    # wait): the job re-reads and sees the winner's commit.
-                    time.sleep(0.005 * (conflicts + 1))
-                    self._commit_batch(batch, conflicts + 1)
-                    return
-                if not isinstance(exc, MpimError):  # a refusal is an answer, not a fault
-                    self.metrics.write_errors.inc()
-                self._resolve([(batch[0], None, exc)])
-                return
-            logger.debug("batch of %d failed (%r); retrying jobs one by one", len(batch), exc)
-            for pending in batch:
-                self._commit_batch([pending])
-            return
-        self._came_back()
-        self._resolve([(p, r, None) for p, r in zip(batch, results, strict=True)])
-
-    def _resolve(self, outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:
+    def _resolve(self, batch: list[_Pending], outcome: BatchOutcome) -> None:
         assert self._loop is not None
 
         def deliver() -> None:
-            for pending, result, exc in outcomes:
-                if pending.future.done():
-                    continue
-                if exc is not None:
-                    pending.future.set_exception(exc)
-                else:
-                    pending.future.set_result(result)
+            settle([p.future for p in batch], outcome.outcomes)
 
         try:
             self._loop.call_soon_threadsafe(deliver)
         except RuntimeError:
-            logger.warning("event loop closed before %d writes were acknowledged", len(outcomes))
+            logger.warning("event loop closed before %d writes were acknowledged", len(batch))
 
 
 def server_connect_args(url: str, server_timeout_seconds: float | None) -> dict[str, Any]:

@@ -31,45 +31,13 @@ class GroupStore:
         self._db = db
 
     async def create_group(self, owner_uid: int, name: str, description: str, now_ms: int) -> int:
-        def job(conn: Connection) -> int:
-            result = conn.execute(
-                insert(chat_groups).values(
-                    name=name, description=description, owner_uid=owner_uid, created_at_ms=now_ms
-                )
-            )
-            group_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-            conn.execute(
-                insert(group_members).values(group_id=group_id, uid=owner_uid, joined_at_ms=now_ms)
-            )
-            return group_id
-
-        return await self._db.write(job)
+        return await self._db.write(_create_group, owner_uid, name, description, now_ms)
 
     async def add_member(self, group_id: int, uid: int, now_ms: int) -> MembershipChange:
-        def job(conn: Connection) -> MembershipChange:
-            if not _group_exists(conn, group_id):
-                return MembershipChange.NO_SUCH_GROUP
-            if _is_member(conn, group_id, uid):
-                return MembershipChange.UNCHANGED
-            conn.execute(
-                insert(group_members).values(group_id=group_id, uid=uid, joined_at_ms=now_ms)
-            )
-            return MembershipChange.DONE
-
-        return await self._db.write(job)
+        return await self._db.write(_add_member, group_id, uid, now_ms)
 
     async def remove_member(self, group_id: int, uid: int) -> MembershipChange:
-        def job(conn: Connection) -> MembershipChange:
-            if not _group_exists(conn, group_id):
-                return MembershipChange.NO_SUCH_GROUP
-            result = conn.execute(
-                delete(group_members).where(
-                    (group_members.c.group_id == group_id) & (group_members.c.uid == uid)
-                )
-            )
-            return MembershipChange.DONE if result.rowcount else MembershipChange.UNCHANGED
-
-        return await self._db.write(job)
+        return await self._db.write(_remove_member, group_id, uid)
 
     async def members(self, group_id: int) -> list[int] | None:
         """Ascending member uids, or None when the group does not exist."""
@@ -127,3 +95,41 @@ def _is_member(conn: Connection, group_id: int, uid: int) -> bool:
         )
     ).first()
     return found is not None
+
+
+# -- write calls: module-level, so they can cross to the writer process -----
+
+
+def _create_group(
+    conn: Connection, owner_uid: int, name: str, description: str, now_ms: int
+) -> int:
+    result = conn.execute(
+        insert(chat_groups).values(
+            name=name, description=description, owner_uid=owner_uid, created_at_ms=now_ms
+        )
+    )
+    group_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+    conn.execute(
+        insert(group_members).values(group_id=group_id, uid=owner_uid, joined_at_ms=now_ms)
+    )
+    return group_id
+
+
+def _add_member(conn: Connection, group_id: int, uid: int, now_ms: int) -> MembershipChange:
+    if not _group_exists(conn, group_id):
+        return MembershipChange.NO_SUCH_GROUP
+    if _is_member(conn, group_id, uid):
+        return MembershipChange.UNCHANGED
+    conn.execute(insert(group_members).values(group_id=group_id, uid=uid, joined_at_ms=now_ms))
+    return MembershipChange.DONE
+
+
+def _remove_member(conn: Connection, group_id: int, uid: int) -> MembershipChange:
+    if not _group_exists(conn, group_id):
+        return MembershipChange.NO_SUCH_GROUP
+    result = conn.execute(
+        delete(group_members).where(
+            (group_members.c.group_id == group_id) & (group_members.c.uid == uid)
+        )
+    )
+    return MembershipChange.DONE if result.rowcount else MembershipChange.UNCHANGED

@@ -333,14 +333,7 @@ class MessageStore:
 
     async def claim_worker_id(self, instance_id: str, now_ms: int) -> int:
         """A snowflake worker id no other live message service holds."""
-
-        def job(conn: Connection) -> int:
-            result = conn.execute(
-                insert(message_workers).values(instance_id=instance_id, started_at_ms=now_ms)
-            )
-            return int(result.inserted_primary_key[0]) % 1024  # type: ignore[index]
-
-        return await self._db.write(job)
+        return await self._db.write(_claim_worker_id, instance_id, now_ms)
 
     async def append(
         self, batch: list[NewMessage], marks: Sequence[tuple[int, int]] = ()
@@ -350,231 +343,18 @@ class MessageStore:
         ``marks`` ((uid, seq) pairs, see ``mark_delivered``) ride in the same
         transaction: one commit, one fsync, instead of two.
         """
-
-        def job(conn: Connection) -> list[StoredMessage]:
-            results = self._append(conn, batch) if batch else []
-            if marks:
-                rawsql.mark_delivered(conn, marks)
-            return results
-
-        return await self._db.write(job)
-
-    def _append(self, conn: Connection, batch: list[NewMessage]) -> list[StoredMessage]:
-        existing = self._existing_cids(conn, batch)
-        results: list[StoredMessage] = []
-        fresh: list[StoredMessage] = []
-        seen: dict[tuple[int, str], int] = {}
-        for msg in batch:
-            if msg.cid is not None:
-                key = (msg.sender, msg.cid)
-                earlier = existing.get(key, seen.get(key))
-                if earlier is not None:
-                    results.append(StoredMessage(earlier, True, msg))
-                    continue
-                seen[key] = msg.msg_id
-            stored = StoredMessage(msg.msg_id, False, msg)
-            results.append(stored)
-            fresh.append(stored)
-        if not fresh:
-            return results
-        recipients = self._recipients(conn, fresh)
-        next_gseq = self._lock_groups(conn, fresh)
-        uids = sorted({uid for targets in recipients.values() for uid in targets})
-        last_seq = self._lock_seqs(conn, uids)
-        first_seq = dict(last_seq)
-        accepted: list[StoredMessage] = []
-        inbox_rows: list[tuple[int, int, int]] = []
-        log_rows: list[tuple[int, int, int]] = []
-        runs = _RunBuilder()
-        for stored in fresh:
-            targets = recipients[stored.msg_id]
-            msg = stored.message
-            if stored.error is None and msg.kind == DIRECT and targets[0] not in last_seq:
-                stored.error = ErrorCode.NO_SUCH_USER
-            if stored.error is not None:
-                continue
-            accepted.append(stored)
-            deliveries = stored.deliveries
-            if msg.kind == DIRECT:
-                uid = targets[0]
-                seq = last_seq[uid] + 1
-                last_seq[uid] = seq
-                deliveries.append((uid, seq))
-                inbox_rows.append((uid, seq, stored.msg_id))
-                continue
-            gseq = next_gseq[msg.target]
-            next_gseq[msg.target] = gseq + 1
-            log_rows.append((msg.target, gseq, stored.msg_id))
-            for uid in targets:
-                seq = last_seq[uid] + 1
-                last_seq[uid] = seq
-                deliveries.append((uid, seq))
-                runs.add(uid, seq, msg.target, gseq)
-        failed = {s.msg_id: s.error for s in fresh if s.error is not None}
-        for result in results:
-            if result.duplicate and result.msg_id in failed:
-                result.error = failed[result.msg_id]  # a retry of a refused send
-        fresh = accepted
-        if not fresh:
-            return results
-        rawsql.insert_rows(
-            conn,
-            "messages",
-            ("msg_id", "kind", "sender", "target", "conv", "ts_ms", "text", "client_msg_id"),
-            [
-                (
-                    s.msg_id,
-                    int(s.message.kind),
-                    s.message.sender,
-                    s.message.target,
-                    conversation_key(s.message.kind, s.message.sender, s.message.target),
-                    s.message.ts_ms,
-                    s.message.text,
-                    s.message.cid,
-                )
-                for s in fresh
-            ],
-        )
-        if inbox_rows:
-            rawsql.insert_rows(conn, "inbox", ("uid", "seq", "msg_id"), inbox_rows)
-        if log_rows:
-            rawsql.insert_rows(conn, "group_log", ("group_id", "gseq", "msg_id"), log_rows)
-            rawsql.insert_rows(
-                conn,
-                "inbox_runs",
-                ("uid", "first_seq", "last_seq", "group_id", "first_gseq"),
-                runs.rows(),
-            )
-        touched = sorted(uid for uid in last_seq if last_seq[uid] != first_seq[uid])
-        if rawsql.is_sqlite(conn):
-            rawsql.sqlite_set_state(conn, "last_seq", [(uid, last_seq[uid]) for uid in touched])
-        else:
-            rawsql.advance_last_seqs(
-                conn, [(uid, last_seq[uid] - first_seq[uid]) for uid in touched]
-            )
-        return results
-
-    def _lock_groups(self, conn: Connection, fresh: list[StoredMessage]) -> dict[int, int]:
-        """group_id -> the next gseq, for the groups this batch writes to.
-
-        Servers lock the groups' rows first (before any inbox_state row, the
-        order every writer keeps), so two message services number a group's
-        log one after the other. SQLite's writer lock already covers it.
-        """
-        group_ids = sorted(
-            {s.message.target for s in fresh if s.message.kind == GROUP and s.error is None}
-        )
-        if not group_ids:
-            return {}
-        if not rawsql.is_sqlite(conn):
-            conn.execute(
-                select(chat_groups.c.group_id)
-                .where(chat_groups.c.group_id.in_(group_ids))
-                .order_by(chat_groups.c.group_id)
-                .with_for_update()
-            ).all()
-        return {
-            gid: int(
-                conn.execute(
-                    select(func.coalesce(func.max(group_log.c.gseq), 0)).where(
-                        group_log.c.group_id == gid
-                    )
-                ).scalar_one()
-            )
-            + 1
-            for gid in group_ids
-        }
-
-    def _recipients(self, conn: Connection, fresh: list[StoredMessage]) -> dict[int, list[int]]:
-        """msg_id -> who gets an inbox row; sets ``error`` on refused group sends."""
-        out: dict[int, list[int]] = {}
-        members_of: dict[int, list[int] | None] = {}
-        for stored in fresh:
-            msg = stored.message
-            if msg.kind == DIRECT:
-                out[msg.msg_id] = [msg.target]
-                continue
-            if msg.target not in members_of:
-                members_of[msg.target] = _group_members(conn, msg.target)
-            members = members_of[msg.target]
-            if members is None:
-                stored.error = ErrorCode.NO_SUCH_GROUP
-            elif msg.sender not in members:
-                stored.error = ErrorCode.NOT_MEMBER
-            out[msg.msg_id] = [] if members is None else [u for u in members if u != msg.sender]
-        return out
-
-    def _existing_cids(
-        self, conn: Connection, batch: list[NewMessage]
-    ) -> dict[tuple[int, str], int]:
-        wanted = [(m.sender, m.cid) for m in batch if m.cid is not None]
-        found: dict[tuple[int, str], int] = {}
-        for i in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[i : i + _IN_CHUNK]
-            rows = conn.execute(
-                select(messages.c.sender, messages.c.client_msg_id, messages.c.msg_id).where(
-                    or_(
-                        *(
-                            and_(messages.c.sender == s, messages.c.client_msg_id == c)
-                            for s, c in chunk
-                        )
-                    )
-                )
-            ).all()
-            for sender, cid, msg_id in rows:
-                found[(int(sender), str(cid))] = int(msg_id)
-        return found
-
-    def _lock_seqs(self, conn: Connection, uids: list[int]) -> dict[int, int]:
-        if rawsql.is_sqlite(conn):
-            # BEGIN IMMEDIATE already holds the write lock: nothing to lock per row.
-            return dict(rawsql.sqlite_last_seqs(conn, uids))
-        last: dict[int, int] = {}
-        for chunk in _chunks(uids):
-            rows = conn.execute(
-                select(inbox_state.c.uid, inbox_state.c.last_seq)
-                .where(inbox_state.c.uid.in_(chunk))
-                .order_by(inbox_state.c.uid)
-                .with_for_update()
-            ).all()
-            last.update((int(uid), int(seq)) for uid, seq in rows)
-        # A uid without a row is not a user (every account gets one at birth).
-        return last
+        outcomes = await self._db.write(_append_and_mark, batch, marks)
+        return [
+            StoredMessage(msg_id, duplicate, msg, deliveries, error)
+            for msg, (msg_id, duplicate, deliveries, error) in zip(batch, outcomes, strict=True)
+        ]
 
     async def pull(self, uid: int, limit: int) -> tuple[list[common_pb2.Message], bool]:
         """Claim up to ``limit`` undelivered messages, oldest first; (messages, more)."""
         # Alone on servers: batched after a PULL, a send would take its group
         # rows after this user's inbox_state row, the reverse of every other
         # send's order, and two message services could deadlock on them.
-        return await self._db.write(
-            lambda conn: self._pull(conn, uid, limit), alone=not self._db.is_sqlite
-        )
-
-    def _pull(
-        self, conn: Connection, uid: int, limit: int
-    ) -> tuple[list[common_pb2.Message], bool]:
-        state = conn.execute(
-            select(inbox_state.c.pull_floor, inbox_state.c.last_seq)
-            .where(inbox_state.c.uid == uid)
-            .with_for_update()
-        ).first()
-        if state is None:
-            return [], False
-        floor, last = int(state.pull_floor), int(state.last_seq)
-        spans, delivered = _undelivered_spans(conn, uid, floor, last, limit + 1)
-        found = [
-            row
-            for low, high in spans
-            for row in _window(conn, uid, low, high)
-            if row.seq not in delivered
-        ]
-        more = len(found) > limit
-        found = found[:limit]
-        # Every seq up to the new floor is now returned or was delivered before.
-        new_floor = _held_run_end(conn, uid, int(found[-1].seq)) if more else last
-        if new_floor > floor:
-            rawsql.set_pull_floor(conn, uid, new_floor)
-        return [_to_pb(row, int(row.seq)) for row in found], more
+        return await self._db.write(_pull, uid, limit, alone=not self._db.is_sqlite)
 
     async def sync(
         self, uid: int, after_seq: int, limit: int
@@ -634,8 +414,234 @@ class MessageStore:
     async def mark_delivered(self, marks: list[tuple[int, int]]) -> None:
         """Record (uid, seq) as sent to a connection of the user, so PULL skips them."""
 
-        def job(conn: Connection) -> None:
-            rawsql.mark_delivered(conn, marks)
-
         if marks:
-            await self._db.write(job, side=True)
+            await self._db.write(rawsql.mark_delivered, marks, side=True)
+
+
+# -- write calls: module-level, so they can cross to the writer process -----
+
+
+def _claim_worker_id(conn: Connection, instance_id: str, now_ms: int) -> int:
+    result = conn.execute(
+        insert(message_workers).values(instance_id=instance_id, started_at_ms=now_ms)
+    )
+    return int(result.inserted_primary_key[0]) % 1024  # type: ignore[index]
+
+
+# (msg_id, duplicate, deliveries, error) of each message, in batch order: the
+# messages themselves stay with the caller instead of crossing back.
+Outcome = tuple[int, bool, list[tuple[int, int]], ErrorCode | None]
+
+
+def _append_and_mark(
+    conn: Connection, batch: list[NewMessage], marks: Sequence[tuple[int, int]]
+) -> list[Outcome]:
+    results = _append(conn, batch) if batch else []
+    if marks:
+        rawsql.mark_delivered(conn, marks)
+    return [(r.msg_id, r.duplicate, r.deliveries, r.error) for r in results]
+
+
+def _append(conn: Connection, batch: list[NewMessage]) -> list[StoredMessage]:
+    existing = _existing_cids(conn, batch)
+    results: list[StoredMessage] = []
+    fresh: list[StoredMessage] = []
+    seen: dict[tuple[int, str], int] = {}
+    for msg in batch:
+        if msg.cid is not None:
+            key = (msg.sender, msg.cid)
+            earlier = existing.get(key, seen.get(key))
+            if earlier is not None:
+                results.append(StoredMessage(earlier, True, msg))
+                continue
+            seen[key] = msg.msg_id
+        stored = StoredMessage(msg.msg_id, False, msg)
+        results.append(stored)
+        fresh.append(stored)
+    if not fresh:
+        return results
+    recipients = _recipients(conn, fresh)
+    next_gseq = _lock_groups(conn, fresh)
+    uids = sorted({uid for targets in recipients.values() for uid in targets})
+    last_seq = _lock_seqs(conn, uids)
+    first_seq = dict(last_seq)
+    accepted: list[StoredMessage] = []
+    inbox_rows: list[tuple[int, int, int]] = []
+    log_rows: list[tuple[int, int, int]] = []
+    runs = _RunBuilder()
+    for stored in fresh:
+        targets = recipients[stored.msg_id]
+        msg = stored.message
+        if stored.error is None and msg.kind == DIRECT and targets[0] not in last_seq:
+            stored.error = ErrorCode.NO_SUCH_USER
+        if stored.error is not None:
+            continue
+        accepted.append(stored)
+        deliveries = stored.deliveries
+        if msg.kind == DIRECT:
+            uid = targets[0]
+            seq = last_seq[uid] + 1
+            last_seq[uid] = seq
+            deliveries.append((uid, seq))
+            inbox_rows.append((uid, seq, stored.msg_id))
+            continue
+        gseq = next_gseq[msg.target]
+        next_gseq[msg.target] = gseq + 1
+        log_rows.append((msg.target, gseq, stored.msg_id))
+        for uid in targets:
+            seq = last_seq[uid] + 1
+            last_seq[uid] = seq
+            deliveries.append((uid, seq))
+            runs.add(uid, seq, msg.target, gseq)
+    failed = {s.msg_id: s.error for s in fresh if s.error is not None}
+    for result in results:
+        if result.duplicate and result.msg_id in failed:
+            result.error = failed[result.msg_id]  # a retry of a refused send
+    fresh = accepted
+    if not fresh:
+        return results
+    rawsql.insert_rows(
+        conn,
+        "messages",
+        ("msg_id", "kind", "sender", "target", "conv", "ts_ms", "text", "client_msg_id"),
+        [
+            (
+                s.msg_id,
+                int(s.message.kind),
+                s.message.sender,
+                s.message.target,
+                conversation_key(s.message.kind, s.message.sender, s.message.target),
+                s.message.ts_ms,
+                s.message.text,
+                s.message.cid,
+            )
+            for s in fresh
+        ],
+    )
+    if inbox_rows:
+        rawsql.insert_rows(conn, "inbox", ("uid", "seq", "msg_id"), inbox_rows)
+    if log_rows:
+        rawsql.insert_rows(conn, "group_log", ("group_id", "gseq", "msg_id"), log_rows)
+        rawsql.insert_rows(
+            conn,
+            "inbox_runs",
+            ("uid", "first_seq", "last_seq", "group_id", "first_gseq"),
+            runs.rows(),
+        )
+    touched = sorted(uid for uid in last_seq if last_seq[uid] != first_seq[uid])
+    if rawsql.is_sqlite(conn):
+        rawsql.sqlite_set_state(conn, "last_seq", [(uid, last_seq[uid]) for uid in touched])
+    else:
+        rawsql.advance_last_seqs(conn, [(uid, last_seq[uid] - first_seq[uid]) for uid in touched])
+    return results
+
+
+def _lock_groups(conn: Connection, fresh: list[StoredMessage]) -> dict[int, int]:
+    """group_id -> the next gseq, for the groups this batch writes to.
+
+    Servers lock the groups' rows first (before any inbox_state row, the
+    order every writer keeps), so two message services number a group's
+    log one after the other. SQLite's writer lock already covers it.
+    """
+    group_ids = sorted(
+        {s.message.target for s in fresh if s.message.kind == GROUP and s.error is None}
+    )
+    if not group_ids:
+        return {}
+    if not rawsql.is_sqlite(conn):
+        conn.execute(
+            select(chat_groups.c.group_id)
+            .where(chat_groups.c.group_id.in_(group_ids))
+            .order_by(chat_groups.c.group_id)
+            .with_for_update()
+        ).all()
+    return {
+        gid: int(
+            conn.execute(
+                select(func.coalesce(func.max(group_log.c.gseq), 0)).where(
+                    group_log.c.group_id == gid
+                )
+            ).scalar_one()
+        )
+        + 1
+        for gid in group_ids
+    }
+
+
+def _recipients(conn: Connection, fresh: list[StoredMessage]) -> dict[int, list[int]]:
+    """msg_id -> who gets an inbox row; sets ``error`` on refused group sends."""
+    out: dict[int, list[int]] = {}
+    members_of: dict[int, list[int] | None] = {}
+    for stored in fresh:
+        msg = stored.message
+        if msg.kind == DIRECT:
+            out[msg.msg_id] = [msg.target]
+            continue
+        if msg.target not in members_of:
+            members_of[msg.target] = _group_members(conn, msg.target)
+        members = members_of[msg.target]
+        if members is None:
+            stored.error = ErrorCode.NO_SUCH_GROUP
+        elif msg.sender not in members:
+            stored.error = ErrorCode.NOT_MEMBER
+        out[msg.msg_id] = [] if members is None else [u for u in members if u != msg.sender]
+    return out
+
+
+def _existing_cids(conn: Connection, batch: list[NewMessage]) -> dict[tuple[int, str], int]:
+    wanted = [(m.sender, m.cid) for m in batch if m.cid is not None]
+    found: dict[tuple[int, str], int] = {}
+    for i in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[i : i + _IN_CHUNK]
+        rows = conn.execute(
+            select(messages.c.sender, messages.c.client_msg_id, messages.c.msg_id).where(
+                or_(
+                    *(and_(messages.c.sender == s, messages.c.client_msg_id == c) for s, c in chunk)
+                )
+            )
+        ).all()
+        for sender, cid, msg_id in rows:
+            found[(int(sender), str(cid))] = int(msg_id)
+    return found
+
+
+def _lock_seqs(conn: Connection, uids: list[int]) -> dict[int, int]:
+    if rawsql.is_sqlite(conn):
+        # BEGIN IMMEDIATE already holds the write lock: nothing to lock per row.
+        return dict(rawsql.sqlite_last_seqs(conn, uids))
+    last: dict[int, int] = {}
+    for chunk in _chunks(uids):
+        rows = conn.execute(
+            select(inbox_state.c.uid, inbox_state.c.last_seq)
+            .where(inbox_state.c.uid.in_(chunk))
+            .order_by(inbox_state.c.uid)
+            .with_for_update()
+        ).all()
+        last.update((int(uid), int(seq)) for uid, seq in rows)
+    # A uid without a row is not a user (every account gets one at birth).
+    return last
+
+
+def _pull(conn: Connection, uid: int, limit: int) -> tuple[list[common_pb2.Message], bool]:
+    state = conn.execute(
+        select(inbox_state.c.pull_floor, inbox_state.c.last_seq)
+        .where(inbox_state.c.uid == uid)
+        .with_for_update()
+    ).first()
+    if state is None:
+        return [], False
+    floor, last = int(state.pull_floor), int(state.last_seq)
+    spans, delivered = _undelivered_spans(conn, uid, floor, last, limit + 1)
+    found = [
+        row
+        for low, high in spans
+        for row in _window(conn, uid, low, high)
+        if row.seq not in delivered
+    ]
+    more = len(found) > limit
+    found = found[:limit]
+    # Every seq up to the new floor is now returned or was delivered before.
+    new_floor = _held_run_end(conn, uid, int(found[-1].seq)) if more else last
+    if new_floor > floor:
+        rawsql.set_pull_floor(conn, uid, new_floor)
+    return [_to_pb(row, int(row.seq)) for row in found], more

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,8 @@ async def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path)
     assert version == schema.SCHEMA_VERSION == 6
 
 
-async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer_process", [False, True], ids=["writer-thread", "writer-process"])
+async def test_a_newer_database_is_refused(tmp_path: Path, writer_process: bool) -> None:
     url = f"sqlite:///{tmp_path / 'future.sqlite3'}"
     db = Database(url)
     await db.start()
@@ -84,10 +86,26 @@ async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
     with engine.begin() as conn:
         conn.execute(schema.schema_version.update().values(version=99))
     engine.dispose()
-    db = Database(url)
+    db = Database(url, writer_process=writer_process)
     with pytest.raises(schema.SchemaTooNew):
         await db.start()
+    # The writer process started beside the migration is gone with it.
+    assert db.writer_pid is None and _writer_children() == []
     await db.stop()
+
+
+def _writer_children() -> list[int]:
+    """Live writer processes started by this one."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"writer_child" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
 
 
 # The messages table as versions 1 to 3 created it on SQLite.

@@ -1,0 +1,141 @@
+"""The SQLite writer process: group commits, away from the server's GIL.
+
+In one process the writer thread gave the GIL up around every SQLite call
+and waited for the busy event loop to hand it back: under load a commit took
+two to three times its own CPU time in waiting, and that wait was most of
+a message's latency. Here nothing else wants this interpreter's GIL.
+
+Run by ``mpim.store.writer_process`` as
+``python -m mpim.store.writer_child FD CONFIG_JSON``: calls arrive as frames
+on the socket FD, each batch of them is committed in one transaction
+(``mpim.store.group_commit``), and one frame per batch answers with the
+outcomes in order. EOF or the STOP frame ends it after what is queued.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from mpim.store.database import sqlite_engine
+from mpim.store.frames import READY, STOP, FrameBuffer, encode, frame
+from mpim.store.group_commit import BatchOutcome, Outcome, WriteCall, commit_calls, next_batch
+from mpim.tuning import tune_for_server
+
+logger = logging.getLogger("mpim.store.writer")
+
+_READ_BYTES = 256 * 1024
+
+
+class _Inbox:
+    """Calls from the socket: ``wait`` blocks for one, ``poll`` takes only what arrived."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = FrameBuffer()
+        self.closed = False  # EOF or STOP seen
+
+    def wait(self) -> WriteCall | None:
+        while not self.closed:
+            call = self._take()
+            if call is not None or self.closed:
+                return call
+            self._read(blocking=True)
+        return None
+
+    def poll(self) -> WriteCall | None:
+        call = self._take()
+        if call is None and not self.closed and self._read(blocking=False):
+            call = self._take()
+        return call
+
+    def _take(self) -> WriteCall | None:
+        payload = self._buffer.next()
+        if payload is None:
+            return None
+        if payload == STOP:
+            self.closed = True
+            return None
+        call = pickle.loads(payload)
+        assert isinstance(call, WriteCall)
+        return call
+
+    def _read(self, *, blocking: bool) -> bool:
+        try:
+            data = self._sock.recv(_READ_BYTES, 0 if blocking else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        if not data:
+            self.closed = True
+            return False
+        self._buffer.feed(data)
+        return True
+
+
+def _answer(outcome: BatchOutcome, size: int, seconds: float) -> bytes:
+    """The reply frame; what pickle cannot carry is replaced by its description
+    (and counted as an error: a caller gets an exception for a write that stands)."""
+    try:
+        return encode((outcome.outcomes, outcome.errors, size, seconds))
+    except Exception:
+        safe = [_portable(o) for o in outcome.outcomes]
+        replaced = sum(a is not b for a, b in zip(safe, outcome.outcomes, strict=True))
+        return encode((safe, outcome.errors + replaced, size, seconds))
+
+
+def _portable(outcome: Outcome) -> Outcome:
+    try:
+        pickle.dumps(outcome)
+        return outcome
+    except Exception as problem:
+        exc = outcome[1]
+        shown = exc if exc is not None else problem
+        return None, RuntimeError(f"{type(shown).__name__}: {shown}")
+
+
+def serve(sock: socket.socket, engine: Engine, max_batch: int) -> None:
+    inbox = _Inbox(sock)
+    carried: WriteCall | None = None
+    more: Callable[[], WriteCall | None] = inbox.poll
+    while True:
+        first = carried if carried is not None else inbox.wait()
+        if first is None:
+            return
+        batch, carried = next_batch(first, more, max_batch)
+        started = time.perf_counter()
+        outcome = commit_calls(engine, batch)
+        sock.sendall(_answer(outcome, len(batch), time.perf_counter() - started))
+
+
+def main(argv: list[str]) -> int:
+    fd, config = int(argv[0]), json.loads(argv[1])
+    logging.basicConfig(
+        level=config.get("log_level", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    tune_for_server()
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    engine = sqlite_engine(config["url"], config["synchronous"], immediate=True)
+    try:
+        with engine.connect():
+            pass  # opens the file and sets it up before saying ready
+        sock.sendall(frame(READY))
+        serve(sock, engine, int(config["max_batch"]))
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the server went away; it has no one to answer
+    finally:
+        engine.dispose()
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

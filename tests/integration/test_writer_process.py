@@ -1,0 +1,170 @@
+"""The SQLite writer process: calls cross to it, commit there, and come back in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from mpim.errors import ErrorCode, MpimError
+from mpim.store.database import Database
+from mpim.store.failures import StoreUnavailable
+from mpim.store.frames import FrameBuffer, encode
+from mpim.store.messages import DIRECT, MessageStore, NewMessage
+from mpim.store.users import UserStore
+from tests.support.writer_calls import die, note, notes, refuse, unpicklable, wait_for_file
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'w.sqlite3'}", writer_process=True)
+    await database.start()
+    yield database
+    await database.stop()
+
+
+def _sample(db: Database, name: str) -> float:
+    value = db.metrics.registry.get_sample_value(name)
+    return 0.0 if value is None else value
+
+
+async def test_calls_commit_in_the_writer_process_in_the_order_they_were_made(
+    db: Database,
+) -> None:
+    pids = await asyncio.gather(*(db.write(note, f"k{i}", str(i)) for i in range(300)))
+    assert set(pids) == {db.writer_pid}
+    assert db.writer_pid != os.getpid()
+    # Committed before the answer: a reader of this process sees every row.
+    assert await db.read(notes) == [(f"k{i}", str(i)) for i in range(300)]
+
+
+async def test_calls_queued_behind_a_commit_share_one_transaction_and_fail_alone(
+    db: Database, tmp_path: Path
+) -> None:
+    gate = tmp_path / "go"
+    held = asyncio.ensure_future(db.write(wait_for_file, str(gate)))
+    await asyncio.sleep(0.2)
+    commits_before = _sample(db, "mpim_store_batch_size_count")
+    calls = [
+        db.write(note, "a", "1"),
+        db.write(refuse, ErrorCode.NOT_MEMBER.value),
+        db.write(note, "b", "2"),
+        db.write(note, "a", "again"),  # the key is taken
+        db.write(unpicklable),
+        db.write(note, "c", "3"),
+    ]
+    waiting = asyncio.gather(*calls, return_exceptions=True)
+    await asyncio.sleep(0.2)
+    gate.touch()
+    await held
+    outcomes = await waiting
+    assert outcomes[0] == outcomes[2] == outcomes[5] == db.writer_pid
+    assert isinstance(outcomes[1], MpimError) and outcomes[1].code is ErrorCode.NOT_MEMBER
+    assert isinstance(outcomes[3], IntegrityError)
+    assert isinstance(outcomes[4], RuntimeError) and "pickle" in str(outcomes[4])
+    assert await db.read(notes) == [("a", "1"), ("b", "2"), ("c", "3")]
+    # The held call, then the six together (re-run one by one after the failures).
+    assert _sample(db, "mpim_store_batch_size_count") - commits_before == 2
+    assert _sample(db, "mpim_store_write_errors_total") >= 2  # IntegrityError, unpicklable
+
+
+async def test_a_closure_is_refused_in_the_caller_and_nothing_is_sent(db: Database) -> None:
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        await db.write(lambda conn: None)
+    assert await db.write(note, "after", "x") == db.writer_pid
+    assert await db.read(notes) == [("after", "x")]
+
+
+async def test_a_dead_writer_fails_what_it_held_and_the_next_call_starts_another(
+    db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await db.write(note, "before", "1")
+    first_pid = db.writer_pid
+    gate = tmp_path / "go"
+    held = asyncio.ensure_future(db.write(wait_for_file, str(gate)))
+    await asyncio.sleep(0.2)
+    dying = asyncio.ensure_future(db.write(die))
+    behind = asyncio.ensure_future(db.write(note, "lost", "2"))
+    await asyncio.sleep(0.2)
+    gate.touch()
+    outcomes = await asyncio.gather(held, dying, behind, return_exceptions=True)
+    # die ran in the batch with "lost": that transaction never committed.
+    assert outcomes[0] is None
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes[1:]), outcomes
+    assert await db.write(note, "after", "3") != first_pid
+    assert db.writer_pid not in (None, first_pid)
+    assert await db.read(notes) == [("before", "1"), ("after", "3")]
+    assert "store writer process exited" in caplog.text
+
+
+async def test_stop_commits_every_call_already_made(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.sqlite3'}"
+    db = Database(url, writer_process=True)
+    await db.start()
+    pid = db.writer_pid
+    calls = [asyncio.ensure_future(db.write(note, f"k{i}", "v")) for i in range(500)]
+    await asyncio.sleep(0)  # every call is on its way
+    await db.stop()
+    assert [c.result() for c in calls] == [pid] * 500
+    assert pid is not None and not _alive(pid)
+    with pytest.raises(RuntimeError):
+        await db.write(note, "late", "v")
+    again = Database(url)
+    await again.start()
+    try:
+        assert len(await again.read(notes)) == 500
+    finally:
+        await again.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_messages_users_and_pulls_round_trip_through_the_writer_process(
+    db: Database,
+) -> None:
+    users = UserStore(db)
+    alice = await users.create_user("alice", "h", 0)
+    bob = await users.create_user("bob", "h", 0)
+    assert alice is not None and bob is not None
+    assert await users.create_user("ALICE", "h", 0) is None
+    store = MessageStore(db)
+    sent = [NewMessage(10 + i, DIRECT, alice, bob, 0, f"m{i}", f"c{i}") for i in range(3)]
+    stored = await store.append(sent)
+    assert [s.message for s in stored] == sent  # the caller's own objects, not copies
+    assert [s.deliveries for s in stored] == [[(bob, 1)], [(bob, 2)], [(bob, 3)]]
+    again = await store.append([NewMessage(99, DIRECT, alice, bob, 0, "m0", "c0")])
+    assert again[0].duplicate and again[0].msg_id == 10
+    refused = await store.append([NewMessage(100, DIRECT, alice, 424242, 0, "x", None)])
+    assert refused[0].error is ErrorCode.NO_SUCH_USER
+    messages, more = await store.pull(bob, 10)
+    assert [m.text for m in messages] == ["m0", "m1", "m2"] and not more
+    assert await store.pull(bob, 10) == ([], False)
+
+
+def test_frames_arrive_whole_however_the_bytes_are_cut() -> None:
+    stream = encode("one") + encode({"two": 2}) + encode(b"x" * 70_000)
+    buffer = FrameBuffer()
+    got = []
+    for i in range(0, len(stream), 4093):
+        buffer.feed(stream[i : i + 4093])
+        while (payload := buffer.next()) is not None:
+            got.append(pickle.loads(payload))
+    assert got == ["one", {"two": 2}, b"x" * 70_000]
+
+
+def test_refusals_and_outages_survive_pickling() -> None:
+    refusal = pickle.loads(pickle.dumps(MpimError(ErrorCode.NO_SUCH_GROUP)))
+    assert isinstance(refusal, MpimError) and refusal.code is ErrorCode.NO_SUCH_GROUP
+    outage = pickle.loads(pickle.dumps(StoreUnavailable(OSError("gone"))))
+    assert isinstance(outage, StoreUnavailable) and str(outage) == "store unreachable: gone"

@@ -1,0 +1,52 @@
+"""Write calls for tests of the SQLite writer process.
+
+Module-level functions, so they cross to the writer process by name as the
+store's own calls do; they touch only a table of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import Connection
+
+from mpim.errors import ErrorCode, MpimError
+
+
+def note(conn: Connection, key: str, value: str) -> int:
+    """Insert a row; the writer process's pid (which process committed it)."""
+    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS test_notes (k TEXT PRIMARY KEY, v TEXT)")
+    conn.exec_driver_sql("INSERT INTO test_notes (k, v) VALUES (?, ?)", (key, value))
+    return os.getpid()
+
+
+def notes(conn: Connection) -> list[tuple[str, str]]:
+    """Every row, in the order they were committed."""
+    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS test_notes (k TEXT PRIMARY KEY, v TEXT)")
+    rows = conn.exec_driver_sql("SELECT k, v FROM test_notes ORDER BY rowid").all()
+    return [(str(k), str(v)) for k, v in rows]
+
+
+def wait_for_file(conn: Connection, path: str, timeout: float = 10.0) -> None:
+    """Hold the writer (and so the batch after it) until ``path`` exists."""
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.005)
+
+
+def refuse(conn: Connection, code: str) -> None:
+    raise MpimError(ErrorCode(code))
+
+
+def unpicklable(conn: Connection) -> threading.Lock:
+    return threading.Lock()
+
+
+def die(conn: Connection) -> None:
+    """The writer process ends mid-transaction, as a crash would."""
+    os._exit(3)
