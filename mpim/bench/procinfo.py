@@ -94,22 +94,41 @@ class ServerProbe:
     """Reads the summed RSS and CPU time of the server's processes.
 
     A distributed deployment is several processes; what it costs is their sum.
-    A read returns None once any of them is gone, rather than a partial sum.
+    ``children`` are processes the servers started (the embedded server's
+    SQLite writer): their cost is the server's too. A read returns None once
+    any of them is gone, rather than a partial sum.
     """
 
     pids: tuple[int, ...]
+    children: tuple[int, ...] = ()
 
     @property
     def pid(self) -> int:
         return self.pids[0]
 
     def rss_kb(self) -> int | None:
-        values = [read_rss_kb(pid) for pid in self.pids]
+        values = [read_rss_kb(pid) for pid in self.pids + self.children]
         return None if None in values else sum(v for v in values if v is not None)
 
     def cpu_seconds(self) -> float | None:
-        values = [read_cpu_seconds(pid) for pid in self.pids]
+        values = [read_cpu_seconds(pid) for pid in self.pids + self.children]
         return None if None in values else sum(v for v in values if v is not None)
+
+
+def children_of(pids: Sequence[int], proc: Path = _PROC) -> tuple[int, ...]:
+    """Live processes whose parent is one of ``pids``."""
+    parents = set(pids)
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) in parents:
+            found.append(int(entry.name))
+    return tuple(sorted(found))
 
 
 def probe_for(ports: Sequence[int], pids: Sequence[int] = ()) -> ServerProbe | None:
@@ -123,7 +142,8 @@ def probe_for(ports: Sequence[int], pids: Sequence[int] = ()) -> ServerProbe | N
                 return None
             found.append(pid)
         pids = found
-    probe = ServerProbe(tuple(dict.fromkeys(pids)))
+    unique = tuple(dict.fromkeys(pids))
+    probe = ServerProbe(unique, children_of(unique))
     if probe.rss_kb() is None:
         logger.warning("cannot read /proc/<pid>/status of %s; no RSS figures", list(probe.pids))
         return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import signal
 import socket
 import sys
 import time
@@ -121,6 +122,10 @@ def main(argv: list[str]) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     tune_for_server()
+    # Ctrl-C reaches the whole process group, and the server, shutting down,
+    # still has its last writes to make: this process ends at STOP or EOF.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     engine = sqlite_engine(config["url"], config["synchronous"], immediate=True)

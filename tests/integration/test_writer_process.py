@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -100,6 +101,17 @@ async def test_a_dead_writer_fails_what_it_held_and_the_next_call_starts_another
     assert db.writer_pid not in (None, first_pid)
     assert await db.read(notes) == [("before", "1"), ("after", "3")]
     assert "store writer process exited" in caplog.text
+
+
+async def test_the_writer_outlives_ctrl_c_so_a_stopping_server_can_still_write(
+    db: Database,
+) -> None:
+    pid = db.writer_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGINT)  # what Ctrl-C sends the whole foreground group
+    os.kill(pid, signal.SIGTERM)
+    await asyncio.sleep(0.2)
+    assert await db.write(note, "still", "here") == pid
 
 
 async def test_stop_commits_every_call_already_made(tmp_path: Path) -> None:

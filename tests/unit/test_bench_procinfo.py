@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 
 from mpim.bench.procinfo import (
     ServerProbe,
+    children_of,
     find_listener_pid,
     listening_inodes,
     parse_cpu_ticks,
@@ -62,6 +64,24 @@ def test_a_probe_reads_this_process() -> None:
     assert rss is not None and rss > 1000
     cpu = probe.cpu_seconds()
     assert cpu is not None and cpu >= 0
+
+
+def test_a_servers_children_are_weighed_with_it() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert child.pid in children_of([os.getpid()])
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+            probe = probe_for([sock.getsockname()[1]])
+        assert probe is not None and child.pid in probe.children
+        alone = ServerProbe(probe.pids)
+        rss, rss_alone = probe.rss_kb(), alone.rss_kb()
+        assert rss is not None and rss_alone is not None and rss > rss_alone
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid not in children_of([os.getpid()])
 
 
 def test_a_gone_process_reads_as_none() -> None:
