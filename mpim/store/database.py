@@ -439,11 +439,11 @@ def ensure_database(url: str, connect_args: dict[str, Any] | None = None) -> Non
     """Create the URL's database on a MySQL/MariaDB or PostgreSQL server if missing."""
     parsed = make_url(url)
     name = parsed.database
-    if not name:
-        return
+    backend = parsed.get_backend_name()
+    if not name or backend not in ("mysql", "postgresql"):
+        return  # SQLite creates its file itself
     if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", name):
         raise ValueError(f"store.url: database name {name!r} must be letters, digits and _")
-    backend = parsed.get_backend_name()
     if backend == "mysql":
         engine = create_engine(parsed.set(database=""), connect_args=connect_args or {})
         with engine.connect() as conn:
@@ -453,7 +453,7 @@ def ensure_database(url: str, connect_args: dict[str, Any] | None = None) -> Non
                     "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
                 )
             )
-    elif backend == "postgresql":
+    else:
         engine = create_engine(
             parsed.set(database="postgres"),
             connect_args=connect_args or {},
@@ -467,8 +467,6 @@ def ensure_database(url: str, connect_args: dict[str, Any] | None = None) -> Non
                 # IntegrityError: another process created it first.
                 with contextlib.suppress(IntegrityError):
                     conn.execute(text(f'CREATE DATABASE "{name}"'))
-    else:
-        return
     engine.dispose()
 
 

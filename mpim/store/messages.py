@@ -36,6 +36,7 @@ from mpim.store.schema import (
     inbox_delivered,
     inbox_runs,
     inbox_state,
+    legacy_group_seqs,
     message_workers,
     messages,
 )
@@ -256,6 +257,25 @@ def _group_seqs(conn: Connection, uid: int, msg_ids: list[int]) -> dict[int, int
     return out
 
 
+def _legacy_group_seqs(conn: Connection, uid: int, msg_ids: list[int]) -> dict[int, int]:
+    """msg_id -> the reader's seq, for group messages stored before version 5."""
+    if not msg_ids:
+        return {}
+    rows = conn.execute(
+        select(legacy_group_seqs.c.msg_id, legacy_group_seqs.c.seq).where(
+            legacy_group_seqs.c.uid == uid, legacy_group_seqs.c.msg_id.in_(msg_ids)
+        )
+    ).all()
+    return {int(msg_id): int(seq) for msg_id, seq in rows}
+
+
+def _reader_seq(row: Any, uid: int, group_seqs: dict[int, int]) -> int:
+    """The reader's seq of a HISTORY row: 0 for what they sent or never received."""
+    if row.kind == GROUP:
+        return group_seqs.get(int(row.msg_id), 0)
+    return int(row.rseq or 0) if int(row.target) == uid else 0
+
+
 _HELD_PAGE = 500
 # Undelivered stretches closer than this are read in one window, with the
 # delivered seqs between them filtered out.
@@ -386,12 +406,7 @@ class MessageStore:
 
         def job(conn: Connection) -> list[common_pb2.Message]:
             query = (
-                select(*_MESSAGE_COLUMNS, inbox.c.seq)
-                .select_from(
-                    messages.outerjoin(
-                        inbox, and_(inbox.c.msg_id == messages.c.msg_id, inbox.c.uid == uid)
-                    )
-                )
+                select(*_MESSAGE_COLUMNS, messages.c.rseq)
                 .where(messages.c.conv == conv)
                 .order_by(messages.c.msg_id.desc())
                 .limit(limit)
@@ -399,9 +414,12 @@ class MessageStore:
             if before_id is not None:
                 query = query.where(messages.c.msg_id < before_id)
             rows = conn.execute(query).all()
-            unseen = [r for r in rows if r.seq is None and r.kind == GROUP and r.sender != uid]
-            by_run = _group_seqs(conn, uid, [int(r.msg_id) for r in unseen])
-            return [_to_pb(r, int(r.seq or by_run.get(int(r.msg_id), 0))) for r in rows]
+            received = [int(r.msg_id) for r in rows if r.kind == GROUP and r.sender != uid]
+            group_seqs = _group_seqs(conn, uid, received)
+            group_seqs.update(
+                _legacy_group_seqs(conn, uid, [m for m in received if m not in group_seqs])
+            )
+            return [_to_pb(r, _reader_seq(r, uid, group_seqs)) for r in rows]
 
         return await self._db.read(job)
 
@@ -503,7 +521,7 @@ def _append(conn: Connection, batch: list[NewMessage]) -> list[StoredMessage]:
     rawsql.insert_rows(
         conn,
         "messages",
-        ("msg_id", "kind", "sender", "target", "conv", "ts_ms", "text", "client_msg_id"),
+        ("msg_id", "kind", "sender", "target", "conv", "ts_ms", "text", "client_msg_id", "rseq"),
         [
             (
                 s.msg_id,
@@ -514,6 +532,7 @@ def _append(conn: Connection, batch: list[NewMessage]) -> list[StoredMessage]:
                 s.message.ts_ms,
                 s.message.text,
                 s.message.cid,
+                s.deliveries[0][1] if s.message.kind == DIRECT else None,
             )
             for s in fresh
         ],

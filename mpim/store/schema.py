@@ -19,17 +19,17 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
     inspect,
     select,
     text,
 )
 
+from mpim.proto import common_pb2
 from mpim.store import rawsql
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 TOKENS_EXPIRY_INDEX: Final = "ix_tokens_expires_at_ms"
 CID_INDEX: Final = "uq_messages_sender_cid"
 
@@ -110,6 +110,9 @@ messages = Table(
     Column("ts_ms", BigInteger, nullable=False),
     Column("text", Text, nullable=False),
     Column("client_msg_id", String(64), nullable=True),
+    # a direct message's seq in its recipient's inbox (since version 7): what
+    # HISTORY shows them, where an index on inbox (uid, msg_id) found it
+    Column("rseq", BigInteger, nullable=True),
     Index("ix_messages_conv", "conv", "msg_id"),
     # Only messages sent with @cid= need an entry: where the backend has
     # partial indexes, the others cost no index page (since version 4).
@@ -131,7 +134,20 @@ inbox = Table(
     Column("msg_id", BigInteger, nullable=False),
     # (version 4 and before: a ``delivered`` flag; see inbox_delivered)
     PrimaryKeyConstraint("uid", "seq"),
-    UniqueConstraint("uid", "msg_id", name="uq_inbox_uid_msg"),
+    # (version 6 and before: unique (uid, msg_id), for HISTORY; see
+    # messages.rseq and legacy_group_seqs)
+)
+
+# A member's seq of a group message stored before version 5, which reached
+# them as an inbox row (copied by the upgrade to version 7). Nothing writes
+# it since; HISTORY reads it for group messages no run holds.
+legacy_group_seqs = Table(
+    "legacy_group_seqs",
+    metadata,
+    Column("uid", BigInteger, nullable=False),
+    Column("msg_id", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("uid", "msg_id"),
 )
 
 # Each group message once, numbered within its group without gaps (since
@@ -216,7 +232,8 @@ def _upgrade_3_to_4(conn: Connection) -> None:
     constraints = {c["name"] for c in inspect(conn).get_unique_constraints("messages")}
     if CID_INDEX not in constraints:
         return  # created by this version already
-    columns = ", ".join(c.name for c in messages.columns)
+    # The columns it has: later versions add some (rseq), which this rebuild creates.
+    columns = ", ".join(c["name"] for c in inspect(conn).get_columns("messages"))
     conn.execute(text("DROP INDEX IF EXISTS ix_messages_conv"))
     conn.execute(text("ALTER TABLE messages RENAME TO messages_v3"))
     messages.create(conn)
@@ -252,6 +269,57 @@ def _upgrade_5_to_6(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE inbox DROP COLUMN delivered"))
 
 
+_INBOX_MSG_KEY: Final = "uq_inbox_uid_msg"
+
+
+def _upgrade_6_to_7(conn: Connection) -> None:
+    """The inbox loses its unique (uid, msg_id) index.
+
+    Only HISTORY used it, to find the reader's seq of each message, and it
+    cost every direct message one more random index page per commit: in
+    embedded c2c about 30 % of the log written. A direct message now
+    carries its recipient's seq (``messages.rseq``); the seqs of group
+    messages stored before version 5 as inbox rows move to
+    ``legacy_group_seqs``.
+    """
+    if "rseq" not in {c["name"] for c in inspect(conn).get_columns("messages")}:
+        conn.execute(text("ALTER TABLE messages ADD COLUMN rseq BIGINT"))
+    legacy_group_seqs.create(conn, checkfirst=True)
+    found = inspect(conn)
+    keys = {c["name"] for c in found.get_unique_constraints("inbox")}
+    keys |= {ix["name"] for ix in found.get_indexes("inbox") if ix.get("unique")}
+    if _INBOX_MSG_KEY not in keys:
+        return  # created without it
+    kinds = {"direct": common_pb2.MESSAGE_KIND_DIRECT, "group": common_pb2.MESSAGE_KIND_GROUP}
+    conn.execute(
+        text(
+            "UPDATE messages SET rseq = (SELECT i.seq FROM inbox i "
+            "WHERE i.uid = messages.target AND i.msg_id = messages.msg_id) "
+            "WHERE kind = :direct AND rseq IS NULL"
+        ),
+        kinds,
+    )
+    conn.execute(
+        text(
+            "INSERT INTO legacy_group_seqs (uid, msg_id, seq) SELECT i.uid, i.msg_id, i.seq "
+            "FROM inbox i JOIN messages m ON m.msg_id = i.msg_id WHERE m.kind = :group"
+        ),
+        kinds,
+    )
+    dialect = conn.dialect.name
+    if dialect == "sqlite":  # a table constraint: SQLite rebuilds the table
+        conn.execute(text("ALTER TABLE inbox RENAME TO inbox_v6"))
+        inbox.create(conn)
+        conn.execute(
+            text("INSERT INTO inbox (uid, seq, msg_id) SELECT uid, seq, msg_id FROM inbox_v6")
+        )
+        conn.execute(text("DROP TABLE inbox_v6"))
+    elif dialect == "postgresql":
+        conn.execute(text(f"ALTER TABLE inbox DROP CONSTRAINT {_INBOX_MSG_KEY}"))
+    else:
+        conn.execute(text(f"ALTER TABLE inbox DROP INDEX {_INBOX_MSG_KEY}"))
+
+
 def _raise_floors_over_held(conn: Connection) -> None:
     """Keep the rule that no floor stops just below a held seq (marks rely on it)."""
     rows = conn.execute(
@@ -276,6 +344,7 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     3: _upgrade_3_to_4,
     4: _upgrade_4_to_5,
     5: _upgrade_5_to_6,
+    6: _upgrade_6_to_7,
 }
 
 

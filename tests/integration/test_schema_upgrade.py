@@ -10,11 +10,21 @@ from sqlalchemy import Connection, Engine, create_engine, insert, inspect, selec
 from sqlalchemy.exc import IntegrityError
 
 from mpim.store import schema
-from mpim.store.database import Database
+from mpim.store.database import Database, ensure_database
 from mpim.store.messages import DIRECT, GROUP, MessageStore, NewMessage
 from mpim.store.users import UserStore
+from tests.support.databases import mysql_url, postgres_url  # noqa: F401 (fixtures)
 
 _SINCE_5 = ("group_log", "inbox_runs", "inbox_delivered")
+_SINCE_7 = ("legacy_group_seqs",)
+
+# The inbox as versions 5 and 6 created it: unique (uid, msg_id), for HISTORY.
+_INBOX_V6 = """
+CREATE TABLE inbox (
+    uid BIGINT NOT NULL, seq BIGINT NOT NULL, msg_id BIGINT NOT NULL,
+    PRIMARY KEY (uid, seq), CONSTRAINT uq_inbox_uid_msg UNIQUE (uid, msg_id)
+)
+"""
 
 # The inbox as versions 1 to 4 created it: a row per recipient, a delivered flag.
 _INBOX_V4 = """
@@ -35,10 +45,12 @@ async def _upgraded(url: str) -> Engine:
 
 
 def _create_tables_before_5(conn: Connection, *leave_out: str) -> None:
-    skip = {"inbox", *_SINCE_5, *leave_out}
+    skip = {"inbox", *_SINCE_5, *_SINCE_7, *leave_out}
     schema.metadata.create_all(
         conn, tables=[t for t in schema.metadata.sorted_tables if t.name not in skip]
     )
+    if "messages" not in skip:
+        conn.execute(text("ALTER TABLE messages DROP COLUMN rseq"))  # since version 7
     conn.execute(text(_INBOX_V4))
 
 
@@ -73,7 +85,7 @@ async def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path)
         version = conn.execute(select(schema.schema_version.c.version)).scalar_one()
     engine.dispose()
     assert schema.TOKENS_EXPIRY_INDEX in token_indexes
-    assert version == schema.SCHEMA_VERSION == 6
+    assert version == schema.SCHEMA_VERSION == 7
 
 
 @pytest.mark.parametrize("writer_process", [False, True], ids=["writer-thread", "writer-process"])
@@ -148,7 +160,7 @@ async def test_version_3_sqlite_gets_a_partial_cid_index_and_keeps_its_messages(
 
     engine = await _upgraded(url)
     with engine.connect() as conn:
-        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 6
+        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 7
         assert inspect(conn).get_unique_constraints("messages") == []
         indexes = {ix["name"]: ix for ix in inspect(conn).get_indexes("messages")}
         assert set(indexes) == {"ix_messages_conv", schema.CID_INDEX}
@@ -265,5 +277,132 @@ async def test_version_5_loses_the_inbox_delivered_column(tmp_path: Path) -> Non
     engine = await _upgraded(url)
     with engine.connect() as conn:
         assert "delivered" not in {c["name"] for c in inspect(conn).get_columns("inbox")}
-        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 6
+        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 7
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "mysql", "postgres"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'v6.sqlite3'}"
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+def _create_version_6(url: str) -> None:
+    """Users 7 and 8 in group 1; 8 got direct message 1 (seq 1), group
+    message 3 as an inbox row (stored before version 5, seq 2) and group
+    message 4 by run (seq 3); 7 got direct message 2 (seq 1)."""
+    ensure_database(url)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        schema.metadata.create_all(
+            conn,
+            tables=[t for t in schema.metadata.sorted_tables if t.name not in {"inbox", *_SINCE_7}],
+        )
+        conn.execute(text("ALTER TABLE messages DROP COLUMN rseq"))
+        conn.execute(text(_INBOX_V6))
+        conn.execute(insert(schema.schema_version).values(version=6))
+        for uid in (7, 8):
+            conn.execute(
+                insert(schema.users).values(
+                    uid=uid,
+                    username=f"u{uid}",
+                    username_key=f"u{uid}",
+                    password_hash="h",
+                    created_at_ms=1,
+                )
+            )
+        conn.execute(
+            insert(schema.chat_groups).values(
+                group_id=1, name="g", description="", owner_uid=7, created_at_ms=1
+            )
+        )
+        conn.execute(
+            insert(schema.group_members),
+            [{"group_id": 1, "uid": uid, "joined_at_ms": 1} for uid in (7, 8)],
+        )
+        group = {"kind": GROUP, "target": 1, "conv": "g:1"}
+        conn.execute(
+            text(
+                "INSERT INTO messages (msg_id, kind, sender, target, conv, ts_ms, text) "
+                "VALUES (:msg_id, :kind, :sender, :target, :conv, 1, :text)"
+            ),
+            [
+                {
+                    "msg_id": 1,
+                    "kind": DIRECT,
+                    "sender": 7,
+                    "target": 8,
+                    "conv": "d:7:8",
+                    "text": "a",
+                },
+                {
+                    "msg_id": 2,
+                    "kind": DIRECT,
+                    "sender": 8,
+                    "target": 7,
+                    "conv": "d:7:8",
+                    "text": "b",
+                },
+                {"msg_id": 3, "sender": 7, "text": "c", **group},
+                {"msg_id": 4, "sender": 7, "text": "d", **group},
+            ],
+        )
+        conn.execute(
+            text("INSERT INTO inbox (uid, seq, msg_id) VALUES (:uid, :seq, :msg_id)"),
+            [
+                {"uid": 8, "seq": 1, "msg_id": 1},
+                {"uid": 7, "seq": 1, "msg_id": 2},
+                {"uid": 8, "seq": 2, "msg_id": 3},
+            ],
+        )
+        conn.execute(insert(schema.group_log).values(group_id=1, gseq=1, msg_id=4))
+        conn.execute(
+            insert(schema.inbox_runs).values(
+                uid=8, first_seq=3, last_seq=3, group_id=1, first_gseq=1
+            )
+        )
+        conn.execute(
+            insert(schema.inbox_state),
+            [
+                {"uid": 7, "last_seq": 1, "pull_floor": 1},
+                {"uid": 8, "last_seq": 3, "pull_floor": 3},
+            ],
+        )
+    engine.dispose()
+
+
+async def test_version_6_history_keeps_every_readers_seq_without_the_inbox_msg_key(
+    any_url: str,
+) -> None:
+    _create_version_6(any_url)
+    db = Database(any_url)
+    await db.start()
+    try:
+        store = MessageStore(db)
+
+        async def seqs(uid: int, conv: str) -> list[tuple[int, int]]:
+            return [(m.id, m.seq) for m in await store.history(uid, conv, 50, None)]
+
+        assert await seqs(8, "d:7:8") == [(2, 0), (1, 1)]  # sent: 0; received: its seq
+        assert await seqs(7, "d:7:8") == [(2, 1), (1, 0)]
+        assert await seqs(8, "g:1") == [(4, 3), (3, 2)]  # by run; an old inbox row
+        assert await seqs(7, "g:1") == [(4, 0), (3, 0)]  # the sender's own
+        # New messages after the upgrade: seqs recorded on the way in.
+        await store.append(
+            [NewMessage(5, DIRECT, 7, 8, 5, "e", None), NewMessage(6, GROUP, 8, 1, 6, "f", None)]
+        )
+        assert (await seqs(8, "d:7:8"))[0] == (5, 4)
+        assert (await seqs(7, "g:1"))[0] == (6, 2)
+        synced, last, _ = await store.sync(8, 0, 50)
+        assert [(m.id, m.seq) for m in synced] == [(1, 1), (3, 2), (4, 3), (5, 4)] and last == 4
+    finally:
+        await db.stop()
+    engine = create_engine(any_url)
+    with engine.connect() as conn:
+        found = inspect(conn)
+        keys = {c["name"] for c in found.get_unique_constraints("inbox")}
+        keys |= {ix["name"] for ix in found.get_indexes("inbox") if ix.get("unique")}
+        assert "uq_inbox_uid_msg" not in keys
+        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 7
     engine.dispose()
