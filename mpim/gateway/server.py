@@ -62,6 +62,7 @@ class Gateway:
             self._make_session,
             settings.max_line_bytes,
             self._greeting.encode() + b"\n",
+            settings.tcp_keepalive_seconds,
         )
         # WebSocket at /ws and the web client (settings.http_enabled).
         self.http: HttpServer | None = None

@@ -68,27 +68,37 @@ async def test_a_silent_logged_in_connection_is_closed_after_the_idle_timeout(
     assert await chatty.cmd("PING") == "+OK pong"
 
 
-async def test_client_sockets_have_tcp_keepalive_for_dead_peers(
+async def test_client_sockets_have_tcp_keepalive_for_dead_peers_spread_over_time(
     server_factory: ServerFactory,
 ) -> None:
+    """Clients that connect together are probed at different times, so a
+    burst of probes cannot overflow the receive backlog (see stagger_keepalive)."""
     server = await server_factory(gateway={"tcp_keepalive_seconds": 45})
-    client = await server.user()
-    assert await client.cmd("PING") == "+OK pong"
-    port = server.port if not hasattr(server, "gateway_ports") else server.gateway_ports[0]
-    out = ""
-    for _ in range(50):  # until the reply's ACK is in and the keepalive timer runs
+    clients = [await server.user() for _ in range(30)]
+    for client in clients:
+        assert await client.cmd("PING") == "+OK pong"
+    ports = getattr(server, "gateway_ports", None) or [server.port]
+    where = " or ".join(f"sport = :{port}" for port in ports)
+    idle: list[int] = []
+    for _ in range(50):  # until the replies' ACKs are in and the keepalive timers run
         ss = await asyncio.create_subprocess_exec(
             "ss",
             "-tnoH",
             "state",
             "established",
-            f"( sport = :{port} )",
+            f"( {where} )",
             stdout=asyncio.subprocess.PIPE,
         )
         out = (await ss.communicate())[0].decode()
-        # e.g. "timer:(keepalive,44sec,0)": the kernel will probe a silent peer.
-        if re.search(r"timer:\(keepalive,4\dsec,0\)", out):
+        # e.g. "timer:(keepalive,44sec,0)" or "timer:(keepalive,1min12sec,0)"
+        timers = re.findall(r"timer:\(keepalive,(?:(\d+)min)?(\d+)sec,0\)", out)
+        idle = [int(minutes or 0) * 60 + int(seconds) for minutes, seconds in timers]
+        if len(idle) >= len(clients):
             break
         await asyncio.sleep(0.1)
     else:
-        raise AssertionError(f"no keepalive timer on the client's socket: {out!r}")
+        raise AssertionError(f"no keepalive timer on the clients' sockets: {out!r}")
+    # Each within [45, 90) s of its last traffic (less what the test took
+    # since), and not all at once.
+    assert all(30 <= t < 90 for t in idle), idle
+    assert len(set(idle)) >= 8, idle
