@@ -132,6 +132,28 @@ CREATE TABLE messages (
 """
 
 
+def _users_7_and_8_in_group_1(conn: Connection) -> None:
+    for uid in (7, 8):
+        conn.execute(
+            insert(schema.users).values(
+                uid=uid,
+                username=f"u{uid}",
+                username_key=f"u{uid}",
+                password_hash="h",
+                created_at_ms=1,
+            )
+        )
+    conn.execute(
+        insert(schema.chat_groups).values(
+            group_id=1, name="g", description="", owner_uid=7, created_at_ms=1
+        )
+    )
+    conn.execute(
+        insert(schema.group_members),
+        [{"group_id": 1, "uid": uid, "joined_at_ms": 1} for uid in (7, 8)],
+    )
+
+
 def _message(msg_id: int, cid: str | None) -> dict[str, object]:
     return {
         "msg_id": msg_id,
@@ -189,28 +211,7 @@ async def test_version_4_inbox_keeps_its_delivered_marks_and_group_rows(tmp_path
     with engine.begin() as conn:
         _create_tables_before_5(conn)
         conn.execute(insert(schema.schema_version).values(version=4))
-        for uid in (7, 8):
-            conn.execute(
-                insert(schema.users).values(
-                    uid=uid,
-                    username=f"u{uid}",
-                    username_key=f"u{uid}",
-                    password_hash="h",
-                    created_at_ms=1,
-                )
-            )
-        conn.execute(
-            insert(schema.chat_groups).values(
-                group_id=1, name="g", description="", owner_uid=7, created_at_ms=1
-            )
-        )
-        conn.execute(
-            insert(schema.group_members),
-            [
-                {"group_id": 1, "uid": 7, "joined_at_ms": 1},
-                {"group_id": 1, "uid": 8, "joined_at_ms": 1},
-            ],
-        )
+        _users_7_and_8_in_group_1(conn)
         # uid 8 got three messages: 1 pulled (floor 1), 2 pushed, 3 not yet sent
         conn.execute(
             insert(schema.messages),
@@ -302,25 +303,7 @@ def _create_version_6(url: str) -> None:
         conn.execute(text("ALTER TABLE messages DROP COLUMN rseq"))
         conn.execute(text(_INBOX_V6))
         conn.execute(insert(schema.schema_version).values(version=6))
-        for uid in (7, 8):
-            conn.execute(
-                insert(schema.users).values(
-                    uid=uid,
-                    username=f"u{uid}",
-                    username_key=f"u{uid}",
-                    password_hash="h",
-                    created_at_ms=1,
-                )
-            )
-        conn.execute(
-            insert(schema.chat_groups).values(
-                group_id=1, name="g", description="", owner_uid=7, created_at_ms=1
-            )
-        )
-        conn.execute(
-            insert(schema.group_members),
-            [{"group_id": 1, "uid": uid, "joined_at_ms": 1} for uid in (7, 8)],
-        )
+        _users_7_and_8_in_group_1(conn)
         group = {"kind": GROUP, "target": 1, "conv": "g:1"}
         conn.execute(
             text(
