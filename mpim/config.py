@@ -40,9 +40,11 @@ class GatewaySettings(BaseModel):
     max_connections: int = Field(default=50_000, ge=1)
     # A connection that has not logged in after this long is closed (0: never).
     login_timeout_seconds: float = Field(default=60.0, ge=0)
-    # Dead peers: TCP keepalive probes start after this much silence and a
-    # peer that misses 3 (10 s apart) is dropped by the kernel (0: off).
-    tcp_keepalive_seconds: float = Field(default=30.0, ge=0)
+    # Dead peers: TCP keepalive probes start after 1 to 2 times this much
+    # silence (each connection draws its own, so probes do not all go out
+    # at once) and a peer that misses 3 (10 s apart) is dropped by the kernel
+    # (0: off).
+    tcp_keepalive_seconds: float = Field(default=30.0, ge=0, le=16383)
     # A logged-in connection that sends nothing, not even PING, for this long
     # gets `-ERR idle timeout` and is closed (0: never; clients PING to stay).
     idle_timeout_seconds: float = Field(default=0.0, ge=0)

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 logger = logging.getLogger(__name__)
 
 _LISTEN: Final = "0A"
 _PROC: Final = Path("/proc")
+T = TypeVar("T", int, float)
 
 
 def listening_inodes(table: str, port: int) -> set[int]:
@@ -94,25 +95,44 @@ class ServerProbe:
     """Reads the summed RSS and CPU time of the server's processes.
 
     A distributed deployment is several processes; what it costs is their sum.
-    ``children`` are processes the servers started (the embedded server's
-    SQLite writer): their cost is the server's too. A read returns None once
-    any of them is gone, rather than a partial sum.
+    With ``include_children``, processes the servers started (the embedded
+    server's SQLite writer) count too: they are found again at each read,
+    since one may be restarted. A read returns None once any of ``pids`` is
+    gone, rather than a partial sum.
     """
 
     pids: tuple[int, ...]
-    children: tuple[int, ...] = ()
+    include_children: bool = False
 
     @property
     def pid(self) -> int:
         return self.pids[0]
 
+    def children(self) -> tuple[int, ...]:
+        if not self.include_children:
+            return ()
+        return tuple(c for c in children_of(self.pids) if c not in self.pids)
+
     def rss_kb(self) -> int | None:
-        values = [read_rss_kb(pid) for pid in self.pids + self.children]
-        return None if None in values else sum(v for v in values if v is not None)
+        return _sum(read_rss_kb, self.pids, self.children())
 
     def cpu_seconds(self) -> float | None:
-        values = [read_cpu_seconds(pid) for pid in self.pids + self.children]
-        return None if None in values else sum(v for v in values if v is not None)
+        return _sum(read_cpu_seconds, self.pids, self.children())
+
+
+def _sum(read: Callable[[int], T | None], pids: Sequence[int], children: Sequence[int]) -> T | None:
+    """The servers' figures summed (None if one is gone), plus the children still there."""
+    total: T | None = None
+    for pid in pids:
+        value = read(pid)
+        if value is None:
+            return None
+        total = value if total is None else total + value
+    for pid in children:
+        value = read(pid)
+        if value is not None and total is not None:
+            total = total + value
+    return total
 
 
 def children_of(pids: Sequence[int], proc: Path = _PROC) -> tuple[int, ...]:
@@ -142,8 +162,7 @@ def probe_for(ports: Sequence[int], pids: Sequence[int] = ()) -> ServerProbe | N
                 return None
             found.append(pid)
         pids = found
-    unique = tuple(dict.fromkeys(pids))
-    probe = ServerProbe(unique, children_of(unique))
+    probe = ServerProbe(tuple(dict.fromkeys(pids)), include_children=True)
     if probe.rss_kb() is None:
         logger.warning("cannot read /proc/<pid>/status of %s; no RSS figures", list(probe.pids))
         return None

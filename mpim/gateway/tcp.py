@@ -133,6 +133,7 @@ class TcpConnection(asyncio.Protocol):
 
 KEEPALIVE_INTERVAL_SECONDS = 10
 KEEPALIVE_PROBES = 3
+_KEEPIDLE_MAX = 32767  # seconds; Linux refuses more
 
 
 class SocketOptions(Protocol):
@@ -172,8 +173,11 @@ def stagger_keepalive(sock: SocketOptions | None, idle_seconds: float) -> None:
     """
     if sock is None or not hasattr(socket, "TCP_KEEPIDLE"):
         return
-    base = max(1, round(idle_seconds))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, base + random.randrange(base))
+    base = min(max(1, round(idle_seconds)), _KEEPIDLE_MAX // 2)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, base + random.randrange(base))
+    except OSError as exc:  # the listener's idle time, inherited, still holds
+        logger.debug("keepalive stagger not set: %s", exc)
 
 
 def enable_keepalive(sock: SocketOptions, idle_seconds: float) -> None:

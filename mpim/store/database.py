@@ -225,6 +225,9 @@ class Database:
                 self._process = None
                 raise
             await starting
+            # This process no longer writes: its write connection goes.
+            assert self._write_engine is not None
+            self._write_engine.dispose()
             return
         await self._loop.run_in_executor(self._readers, self._migrate)
         self._writer = threading.Thread(

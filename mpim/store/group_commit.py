@@ -113,7 +113,10 @@ def settle(futures: list[asyncio.Future[Any]], outcomes: list[Outcome]) -> None:
     for future, (result, exc) in zip(futures, outcomes, strict=True):
         if future.done():
             continue
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
+        try:
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+        except (TypeError, ValueError) as problem:  # e.g. StopIteration is refused
+            future.set_exception(RuntimeError(f"{exc!r} could not be raised: {problem}"))

@@ -451,7 +451,7 @@ def _claim_worker_id(conn: Connection, instance_id: str, now_ms: int) -> int:
 
 # (msg_id, duplicate, deliveries, error) of each message, in batch order: the
 # messages themselves stay with the caller instead of crossing back.
-Outcome = tuple[int, bool, list[tuple[int, int]], ErrorCode | None]
+AppendOutcome = tuple[int, bool, list[tuple[int, int]], ErrorCode | None]
 
 
 # msg_id, kind, sender, target, ts_ms, text, cid: a NewMessage's fields in order
@@ -460,7 +460,7 @@ MessageRow = tuple[int, common_pb2.MessageKind, int, int, int, str, str | None]
 
 def _append_and_mark(
     conn: Connection, rows: list[MessageRow], marks: Sequence[tuple[int, int]]
-) -> list[Outcome]:
+) -> list[AppendOutcome]:
     results = _append(conn, [NewMessage(*row) for row in rows]) if rows else []
     if marks:
         rawsql.mark_delivered(conn, marks)

@@ -286,9 +286,9 @@ def _upgrade_6_to_7(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE messages ADD COLUMN rseq BIGINT"))
     legacy_group_seqs.create(conn, checkfirst=True)
     found = inspect(conn)
-    keys = {c["name"] for c in found.get_unique_constraints("inbox")}
-    keys |= {ix["name"] for ix in found.get_indexes("inbox") if ix.get("unique")}
-    if _INBOX_MSG_KEY not in keys:
+    constraints = {c["name"] for c in found.get_unique_constraints("inbox")}
+    indexes = {ix["name"] for ix in found.get_indexes("inbox") if ix.get("unique")}
+    if _INBOX_MSG_KEY not in constraints | indexes:
         return  # created without it
     kinds = {"direct": common_pb2.MESSAGE_KIND_DIRECT, "group": common_pb2.MESSAGE_KIND_GROUP}
     conn.execute(
@@ -299,6 +299,9 @@ def _upgrade_6_to_7(conn: Connection) -> None:
         ),
         kinds,
     )
+    # MySQL commits each DDL at once: a run that failed at the DROP below
+    # left these rows, and runs again from the start.
+    conn.execute(text("DELETE FROM legacy_group_seqs"))
     conn.execute(
         text(
             "INSERT INTO legacy_group_seqs (uid, msg_id, seq) SELECT i.uid, i.msg_id, i.seq "
@@ -314,8 +317,10 @@ def _upgrade_6_to_7(conn: Connection) -> None:
             text("INSERT INTO inbox (uid, seq, msg_id) SELECT uid, seq, msg_id FROM inbox_v6")
         )
         conn.execute(text("DROP TABLE inbox_v6"))
-    elif dialect == "postgresql":
+    elif dialect == "postgresql" and _INBOX_MSG_KEY in constraints:
         conn.execute(text(f"ALTER TABLE inbox DROP CONSTRAINT {_INBOX_MSG_KEY}"))
+    elif dialect == "postgresql":
+        conn.execute(text(f"DROP INDEX {_INBOX_MSG_KEY}"))
     else:
         conn.execute(text(f"ALTER TABLE inbox DROP INDEX {_INBOX_MSG_KEY}"))
 

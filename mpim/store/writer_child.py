@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from mpim.store.database import sqlite_engine
 from mpim.store.frames import READY, STOP, FrameBuffer, encode, frame
@@ -35,7 +35,7 @@ logger = logging.getLogger("mpim.store.writer")
 _READ_BYTES = 256 * 1024
 
 
-class _Inbox:
+class _CallReader:
     """Calls from the socket: ``wait`` blocks for one, ``poll`` takes only what arrived."""
 
     def __init__(self, sock: socket.socket) -> None:
@@ -64,7 +64,10 @@ class _Inbox:
         if payload == STOP:
             self.closed = True
             return None
-        call = pickle.loads(payload)
+        try:
+            call = pickle.loads(payload)
+        except Exception as exc:  # its function cannot be imported here, say
+            return WriteCall(_undecodable, (f"{type(exc).__name__}: {exc}",))
         assert isinstance(call, WriteCall)
         return call
 
@@ -80,6 +83,11 @@ class _Inbox:
         return True
 
 
+def _undecodable(conn: Connection, reason: str) -> None:
+    """Stands in for a call this process could not unpickle, keeping the order."""
+    raise RuntimeError(f"the store writer could not read this call: {reason}")
+
+
 def _answer(outcome: BatchOutcome, size: int, seconds: float) -> bytes:
     """The reply frame; what pickle cannot carry is replaced by its description
     (and counted as an error: a caller gets an exception for a write that stands)."""
@@ -93,7 +101,7 @@ def _answer(outcome: BatchOutcome, size: int, seconds: float) -> bytes:
 
 def _portable(outcome: Outcome) -> Outcome:
     try:
-        pickle.dumps(outcome)
+        pickle.loads(pickle.dumps(outcome))  # both ways: a custom __init__ may refuse
         return outcome
     except Exception as problem:
         exc = outcome[1]
@@ -102,11 +110,11 @@ def _portable(outcome: Outcome) -> Outcome:
 
 
 def serve(sock: socket.socket, engine: Engine, max_batch: int) -> None:
-    inbox = _Inbox(sock)
+    calls = _CallReader(sock)
     carried: WriteCall | None = None
-    more: Callable[[], WriteCall | None] = inbox.poll
+    more: Callable[[], WriteCall | None] = calls.poll
     while True:
-        first = carried if carried is not None else inbox.wait()
+        first = carried if carried is not None else calls.wait()
         if first is None:
             return
         batch, carried = next_batch(first, more, max_batch)

@@ -5,12 +5,13 @@ same order, one frame per committed batch, read by the event loop itself:
 no thread of this process waits on the writer. If the process dies, every
 call it held fails as ``StoreUnavailable`` (a commit whose answer was lost
 may have happened; clients retry sends with their cid) and the next call
-starts a new one.
+starts a new one. Calls made while it starts wait in order and go first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -18,10 +19,11 @@ import pickle
 import socket
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from mpim.store.failures import StoreUnavailable
 from mpim.store.frames import STOP, FrameBuffer, encode, frame
@@ -30,13 +32,20 @@ from mpim.store.group_commit import BatchOutcome, WriteCall, settle
 logger = logging.getLogger(__name__)
 
 # Where the mpim package lives, for a child started from a source tree.
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+_PACKAGE_ROOT: Final = str(Path(__file__).resolve().parent.parent.parent)
+# After a start that failed, calls fail at once for this long instead of
+# each starting a process that fails the same way.
+RESTART_PAUSE_SECONDS: Final = 1.0
 
 BatchObserver = Callable[[BatchOutcome, int, float], None]
 
 
 class WriterExited(RuntimeError):
-    """The writer process ended while calls were waiting for it."""
+    """The writer process ended, or could not start."""
+
+
+def _unavailable(reason: str) -> StoreUnavailable:
+    return StoreUnavailable(WriterExited(reason))
 
 
 class _Link(asyncio.Protocol):
@@ -55,13 +64,26 @@ class _Link(asyncio.Protocol):
         # uvloop's transports are not subclasses of asyncio's.
         self.transport = cast(asyncio.Transport, transport)
 
+    def send(self, data: bytes, future: asyncio.Future[Any]) -> None:
+        assert self.transport is not None
+        self.waiting.append(future)
+        self.transport.write(data)
+
     def data_received(self, data: bytes) -> None:
         self._buffer.feed(data)
         while (payload := self._buffer.next()) is not None:
             if not self.ready.done():  # the first frame says the child is ready
                 self.ready.set_result(None)
                 continue
-            outcomes, errors, size, seconds = pickle.loads(payload)
+            try:
+                outcomes, errors, size, seconds = pickle.loads(payload)
+            except Exception:
+                # Which calls the frame answered is unknown: end the link,
+                # which fails every call it holds; the next call restarts it.
+                logger.exception("undecodable answer from the store writer process")
+                if self.transport is not None:
+                    self.transport.abort()
+                return
             settle([self.waiting.popleft() for _ in outcomes], outcomes)
             self._observe(BatchOutcome(outcomes, errors), size, seconds)
 
@@ -69,11 +91,10 @@ class _Link(asyncio.Protocol):
         self.transport = None
         if not self.ready.done():
             self.ready.set_exception(WriterExited("the store writer process exited at start"))
-        failure = StoreUnavailable(WriterExited("the store writer process exited"))
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
-                future.set_exception(failure)
+                future.set_exception(_unavailable("the store writer process exited"))
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -93,7 +114,10 @@ class WriterProcess:
         self._observe = observe
         self._process: subprocess.Popen[bytes] | None = None
         self._link: _Link | None = None
-        self._starting = asyncio.Lock()
+        self._starting: asyncio.Task[None] | None = None
+        # Calls made while no child is ready, in order: they go first.
+        self._backlog: list[tuple[bytes, asyncio.Future[Any]]] = []
+        self._failed_at = -RESTART_PAUSE_SECONDS
         self._stopped = False
 
     @property
@@ -101,23 +125,51 @@ class WriterProcess:
         return self._process.pid if self._process is not None else None
 
     async def start(self) -> None:
-        async with self._starting:
-            if self._link is not None and self._link.transport is not None:
-                return
-            if self._process is not None:
-                code = await asyncio.to_thread(self._process.wait)
-                logger.error("store writer process exited (code %s); starting another", code)
+        """Start the child and wait until its database is open (start-up faults surface here)."""
+        await self._ensure_starting()
+
+    def _ensure_starting(self) -> asyncio.Task[None]:
+        if self._starting is None or self._starting.done():
+            self._starting = asyncio.get_running_loop().create_task(self._start())
+        return self._starting
+
+    async def _start(self) -> None:
+        try:
+            await self._reap()
             ours, theirs = socket.socketpair()
             try:
                 self._process = await asyncio.to_thread(self._spawn, theirs.fileno())
+                link = _Link(self._observe)
+                await asyncio.get_running_loop().connect_accepted_socket(lambda: link, ours)
+            except BaseException:
+                ours.close()
+                raise
             finally:
                 theirs.close()
-            link = _Link(self._observe)
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: link, ours)
-            self._link = link
-            # Start-up faults (an unreadable file) surface here, not at the first
-            # write; and calls made from now on find the process reading.
             await link.ready
+        except BaseException as exc:
+            self._failed_at = time.monotonic()
+            self._fail_backlog(_unavailable(f"the store writer process did not start: {exc}"))
+            raise
+        self._link = link
+        backlog, self._backlog = self._backlog, []
+        for data, future in backlog:
+            link.send(data, future)
+
+    async def _reap(self) -> None:
+        """Wait for a child that has exited (or was told to), and say so."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        code = await asyncio.to_thread(process.wait)
+        if code and not self._stopped:
+            logger.error("store writer process exited with code %s", code)
+
+    def _fail_backlog(self, failure: StoreUnavailable) -> None:
+        backlog, self._backlog = self._backlog, []
+        for _, future in backlog:
+            if not future.done():
+                future.set_exception(failure)
 
     def _spawn(self, fd: int) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
@@ -135,25 +187,36 @@ class WriterProcess:
         if self._stopped:
             raise RuntimeError("Database stopped")
         data = encode(call)  # a closure fails here, in the caller
-        link = self._link
-        if link is None or link.transport is None:
-            await self.start()
-            link = self._link
-        assert link is not None and link.transport is not None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        link.waiting.append(future)
-        link.transport.write(data)
+        link = self._link
+        if link is not None and link.transport is not None and not self._backlog:
+            link.send(data, future)
+            return await future
+        if time.monotonic() - self._failed_at < RESTART_PAUSE_SECONDS:
+            raise _unavailable("the store writer process failed to start; retrying shortly")
+        self._backlog.append((data, future))
+        if link is not None and link.transport is None:
+            logger.error("store writer process exited; starting another")
+            self._link = None
+        starting = self._ensure_starting()
+        starting.add_done_callback(_retrieve)
         return await future
 
     async def stop(self) -> None:
         """The calls already sent are committed and answered; then the process exits."""
         self._stopped = True
-        link, process = self._link, self._process
+        if self._starting is not None and not self._starting.done():
+            with contextlib.suppress(Exception):
+                await self._starting
+        link = self._link
         if link is not None and link.transport is not None:
             link.transport.write(frame(STOP))
             await link.closed
-        if process is not None:
-            code = await asyncio.to_thread(process.wait)
-            if code:
-                logger.warning("store writer process exited with code %s", code)
-        self._link = self._process = None
+        self._link = None
+        await self._reap()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """A failed start is reported to the calls that waited for it, not logged again."""
+    if not task.cancelled():
+        task.exception()

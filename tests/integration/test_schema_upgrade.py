@@ -359,7 +359,7 @@ async def test_version_6_history_keeps_every_readers_seq_without_the_inbox_msg_k
     any_url: str,
 ) -> None:
     _create_version_6(any_url)
-    db = Database(any_url)
+    db = Database(any_url, writer_process=True)  # as embedded runs it (servers: a thread)
     await db.start()
     try:
         store = MessageStore(db)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import pickle
 import signal
@@ -13,12 +14,21 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from mpim.errors import ErrorCode, MpimError
+from mpim.store import writer_process
 from mpim.store.database import Database
 from mpim.store.failures import StoreUnavailable
 from mpim.store.frames import FrameBuffer, encode
 from mpim.store.messages import DIRECT, MessageStore, NewMessage
 from mpim.store.users import UserStore
-from tests.support.writer_calls import die, note, notes, refuse, unpicklable, wait_for_file
+from tests.support.writer_calls import (
+    begin_id,
+    die,
+    note,
+    notes,
+    refuse,
+    unpicklable,
+    wait_for_file,
+)
 
 
 @pytest.fixture
@@ -162,6 +172,109 @@ async def test_messages_users_and_pulls_round_trip_through_the_writer_process(
     messages, more = await store.pull(bob, 10)
     assert [m.text for m in messages] == ["m0", "m1", "m2"] and not more
     assert await store.pull(bob, 10) == ([], False)
+
+
+async def test_calls_made_while_a_dead_writer_restarts_commit_in_order_in_one_new_process(
+    db: Database,
+) -> None:
+    first = db.writer_pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    pids = await asyncio.gather(*(db.write(note, f"k{i}", "v") for i in range(50)))
+    assert len(set(pids)) == 1 and pids[0] not in (first, None)
+    assert [k for k, _ in await db.read(notes)] == [f"k{i}" for i in range(50)]
+    assert _writer_children() == [pids[0]]  # the dead one reaped, one started
+
+
+async def test_a_writer_that_cannot_start_fails_calls_as_unavailable_then_recovers(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    process = db._process
+    assert process is not None and db.writer_pid is not None
+    good = process._config
+    # A fault hard to cause otherwise: the next child gets a file it cannot open.
+    monkeypatch.setattr(process, "_config", good.replace("w.sqlite3", "no/such/dir/w.sqlite3"))
+    spawned: list[int] = []
+    spawn = process._spawn
+    monkeypatch.setattr(process, "_spawn", lambda fd: spawned.append(fd) or spawn(fd))
+    os.kill(db.writer_pid, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    calls = await asyncio.gather(
+        *(db.write(note, f"k{i}", "v") for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(c, StoreUnavailable) for c in calls), calls
+    assert len(spawned) == 1  # one start for the three
+    with pytest.raises(StoreUnavailable):  # at once, not another doomed start
+        await db.write(note, "soon", "v")
+    assert len(spawned) == 1
+    monkeypatch.setattr(process, "_config", good)
+    await asyncio.sleep(writer_process.RESTART_PAUSE_SECONDS)
+    assert await db.write(note, "later", "v") == db.writer_pid
+    assert await db.read(notes) == [("later", "v")]
+
+
+async def test_stop_while_a_writer_restarts_commits_what_was_called_and_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'w.sqlite3'}", writer_process=True)
+    await db.start()
+    assert db.writer_pid is not None
+    os.kill(db.writer_pid, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    call = asyncio.ensure_future(db.write(note, "last", "v"))
+    await asyncio.sleep(0)  # it is waiting for the new process
+    await db.stop()
+    assert isinstance(await call, int)
+    assert _writer_children() == []
+
+
+async def test_a_call_the_writer_cannot_unpickle_fails_alone(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module only this process can import: the writer cannot find the function.
+    (tmp_path / "only_here.py").write_text("def touch(conn):\n    return 1\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    only_here = importlib.import_module("only_here")
+    outcomes = await asyncio.gather(
+        db.write(note, "a", "1"),
+        db.write(only_here.touch),
+        db.write(note, "b", "2"),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == outcomes[2] == db.writer_pid
+    assert isinstance(outcomes[1], RuntimeError) and "could not read" in str(outcomes[1])
+    assert await db.read(notes) == [("a", "1"), ("b", "2")]
+
+
+async def test_a_call_written_alone_gets_a_transaction_of_its_own_in_the_writer(
+    db: Database, tmp_path: Path
+) -> None:
+    gate = tmp_path / "go"
+    held = asyncio.ensure_future(db.write(wait_for_file, str(gate)))
+    await asyncio.sleep(0.2)
+    calls = asyncio.gather(
+        db.write(begin_id), db.write(begin_id, alone=True), db.write(begin_id), db.write(begin_id)
+    )
+    await asyncio.sleep(0.2)
+    gate.touch()
+    await held
+    first, alone, third, fourth = await calls
+    assert first != alone and alone != third and third == fourth
+
+
+def _writer_children() -> list[int]:
+    """Live writer processes started by this one."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"writer_child" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def test_frames_arrive_whole_however_the_bytes_are_cut() -> None:

@@ -50,3 +50,13 @@ def unpicklable(conn: Connection) -> threading.Lock:
 def die(conn: Connection) -> None:
     """The writer process ends mid-transaction, as a crash would."""
     os._exit(3)
+
+
+_transactions: list[object] = []  # kept, so no id is reused
+
+
+def begin_id(conn: Connection) -> int:
+    """Which transaction the call ran in."""
+    transaction = conn.get_transaction()
+    _transactions.append(transaction)
+    return id(transaction)

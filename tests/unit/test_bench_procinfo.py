@@ -66,7 +66,7 @@ def test_a_probe_reads_this_process() -> None:
     assert cpu is not None and cpu >= 0
 
 
-def test_a_servers_children_are_weighed_with_it() -> None:
+def test_a_servers_children_are_weighed_with_it_while_they_live() -> None:
     child = subprocess.Popen(["sleep", "30"])
     try:
         assert child.pid in children_of([os.getpid()])
@@ -74,7 +74,7 @@ def test_a_servers_children_are_weighed_with_it() -> None:
             sock.bind(("127.0.0.1", 0))
             sock.listen()
             probe = probe_for([sock.getsockname()[1]])
-        assert probe is not None and child.pid in probe.children
+        assert probe is not None and child.pid in probe.children()
         alone = ServerProbe(probe.pids)
         rss, rss_alone = probe.rss_kb(), alone.rss_kb()
         assert rss is not None and rss_alone is not None and rss > rss_alone
@@ -82,6 +82,7 @@ def test_a_servers_children_are_weighed_with_it() -> None:
         child.kill()
         child.wait()
     assert child.pid not in children_of([os.getpid()])
+    assert child.pid not in probe.children() and probe.rss_kb() is not None  # gone: not counted
 
 
 def test_a_gone_process_reads_as_none() -> None:
