@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from mpim.store.database import Database, ensure_database
 from mpim.store.messages import DIRECT, GROUP, MessageStore, NewMessage
 from mpim.store.users import UserStore
 from tests.support.databases import mysql_url, postgres_url  # noqa: F401 (fixtures)
+from tests.support.writer_calls import writer_children
 
 _SINCE_5 = ("group_log", "inbox_runs", "inbox_delivered")
 _SINCE_7 = ("legacy_group_seqs",)
@@ -102,22 +102,8 @@ async def test_a_newer_database_is_refused(tmp_path: Path, writer_process: bool)
     with pytest.raises(schema.SchemaTooNew):
         await db.start()
     # The writer process started beside the migration is gone with it.
-    assert db.writer_pid is None and _writer_children() == []
+    assert db.writer_pid is None and writer_children() == []
     await db.stop()
-
-
-def _writer_children() -> list[int]:
-    """Live writer processes started by this one."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"writer_child" in cmdline:
-            found.append(int(stat.parent.name))
-    return found
 
 
 # The messages table as versions 1 to 3 created it on SQLite.

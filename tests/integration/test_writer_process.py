@@ -7,7 +7,7 @@ import importlib
 import os
 import pickle
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from tests.support.writer_calls import (
     refuse,
     unpicklable,
     wait_for_file,
+    writer_children,
 )
 
 
@@ -37,6 +38,20 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.start()
     yield database
     await database.stop()
+
+
+async def _behind_a_held_commit(
+    db: Database, gate: Path, make_calls: Callable[[], list[Awaitable[object]]]
+) -> list[object]:
+    """Hold the writer in a commit, make the calls (queued behind it), then
+    let it go: their outcomes, or exceptions."""
+    held = asyncio.ensure_future(db.write(wait_for_file, str(gate)))
+    await asyncio.sleep(0.2)
+    waiting = asyncio.gather(*make_calls(), return_exceptions=True)
+    await asyncio.sleep(0.2)
+    await asyncio.to_thread(gate.touch)
+    await held
+    return list(await waiting)
 
 
 def _sample(db: Database, name: str) -> float:
@@ -57,23 +72,19 @@ async def test_calls_commit_in_the_writer_process_in_the_order_they_were_made(
 async def test_calls_queued_behind_a_commit_share_one_transaction_and_fail_alone(
     db: Database, tmp_path: Path
 ) -> None:
-    gate = tmp_path / "go"
-    held = asyncio.ensure_future(db.write(wait_for_file, str(gate)))
-    await asyncio.sleep(0.2)
     commits_before = _sample(db, "mpim_store_batch_size_count")
-    calls = [
-        db.write(note, "a", "1"),
-        db.write(refuse, ErrorCode.NOT_MEMBER.value),
-        db.write(note, "b", "2"),
-        db.write(note, "a", "again"),  # the key is taken
-        db.write(unpicklable),
-        db.write(note, "c", "3"),
-    ]
-    waiting = asyncio.gather(*calls, return_exceptions=True)
-    await asyncio.sleep(0.2)
-    gate.touch()
-    await held
-    outcomes = await waiting
+    outcomes = await _behind_a_held_commit(
+        db,
+        tmp_path / "go",
+        lambda: [
+            db.write(note, "a", "1"),
+            db.write(refuse, ErrorCode.NOT_MEMBER.value),
+            db.write(note, "b", "2"),
+            db.write(note, "a", "again"),  # the key is taken
+            db.write(unpicklable),
+            db.write(note, "c", "3"),
+        ],
+    )
     assert outcomes[0] == outcomes[2] == outcomes[5] == db.writer_pid
     assert isinstance(outcomes[1], MpimError) and outcomes[1].code is ErrorCode.NOT_MEMBER
     assert isinstance(outcomes[3], IntegrityError)
@@ -184,7 +195,7 @@ async def test_calls_made_while_a_dead_writer_restarts_commit_in_order_in_one_ne
     pids = await asyncio.gather(*(db.write(note, f"k{i}", "v") for i in range(50)))
     assert len(set(pids)) == 1 and pids[0] not in (first, None)
     assert [k for k, _ in await db.read(notes)] == [f"k{i}" for i in range(50)]
-    assert _writer_children() == [pids[0]]  # the dead one reaped, one started
+    assert writer_children() == [pids[0]]  # the dead one reaped, one started
 
 
 async def test_a_writer_that_cannot_start_fails_calls_as_unavailable_then_recovers(
@@ -226,7 +237,7 @@ async def test_stop_while_a_writer_restarts_commits_what_was_called_and_leaves_n
     await asyncio.sleep(0)  # it is waiting for the new process
     await db.stop()
     assert isinstance(await call, int)
-    assert _writer_children() == []
+    assert writer_children() == []
 
 
 async def test_a_call_the_writer_cannot_unpickle_fails_alone(
@@ -250,31 +261,17 @@ async def test_a_call_the_writer_cannot_unpickle_fails_alone(
 async def test_a_call_written_alone_gets_a_transaction_of_its_own_in_the_writer(
     db: Database, tmp_path: Path
 ) -> None:
-    gate = tmp_path / "go"
-    held = asyncio.ensure_future(db.write(wait_for_file, str(gate)))
-    await asyncio.sleep(0.2)
-    calls = asyncio.gather(
-        db.write(begin_id), db.write(begin_id, alone=True), db.write(begin_id), db.write(begin_id)
+    first, alone, third, fourth = await _behind_a_held_commit(
+        db,
+        tmp_path / "go",
+        lambda: [
+            db.write(begin_id),
+            db.write(begin_id, alone=True),
+            db.write(begin_id),
+            db.write(begin_id),
+        ],
     )
-    await asyncio.sleep(0.2)
-    gate.touch()
-    await held
-    first, alone, third, fourth = await calls
     assert first != alone and alone != third and third == fourth
-
-
-def _writer_children() -> list[int]:
-    """Live writer processes started by this one."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"writer_child" in cmdline:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def test_frames_arrive_whole_however_the_bytes_are_cut() -> None:

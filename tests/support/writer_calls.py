@@ -60,3 +60,17 @@ def begin_id(conn: Connection) -> int:
     transaction = conn.get_transaction()
     _transactions.append(transaction)
     return id(transaction)
+
+
+def writer_children() -> list[int]:
+    """Live writer processes started by this one."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"writer_child" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
