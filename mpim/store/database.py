@@ -190,8 +190,6 @@ class Database:
             # read-then-write job (seq assignment, PULL's claim) holds the write
             # lock from its first statement even if another process shares
             # the file.
-            # hide_parameters: an error's text (logged, or shown at start-up)
-            # must not carry message texts or password and token hashes.
             self._engine = sqlite_engine(self.url, self._sqlite_synchronous, immediate=False)
             self._write_engine = sqlite_engine(self.url, self._sqlite_synchronous, immediate=True)
         else:

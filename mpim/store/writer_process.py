@@ -131,6 +131,7 @@ class WriterProcess:
     def _ensure_starting(self) -> asyncio.Task[None]:
         if self._starting is None or self._starting.done():
             self._starting = asyncio.get_running_loop().create_task(self._start())
+            self._starting.add_done_callback(_retrieve)
         return self._starting
 
     async def _start(self) -> None:
@@ -149,7 +150,7 @@ class WriterProcess:
             await link.ready
         except BaseException as exc:
             self._failed_at = time.monotonic()
-            self._fail_backlog(_unavailable(f"the store writer process did not start: {exc}"))
+            self._fail_backlog(f"the store writer process did not start: {exc}")
             raise
         self._link = link
         backlog, self._backlog = self._backlog, []
@@ -165,11 +166,11 @@ class WriterProcess:
         if code and not self._stopped:
             logger.error("store writer process exited with code %s", code)
 
-    def _fail_backlog(self, failure: StoreUnavailable) -> None:
+    def _fail_backlog(self, reason: str) -> None:
         backlog, self._backlog = self._backlog, []
         for _, future in backlog:
             if not future.done():
-                future.set_exception(failure)
+                future.set_exception(_unavailable(reason))
 
     def _spawn(self, fd: int) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
@@ -198,8 +199,7 @@ class WriterProcess:
         if link is not None and link.transport is None:
             logger.error("store writer process exited; starting another")
             self._link = None
-        starting = self._ensure_starting()
-        starting.add_done_callback(_retrieve)
+        self._ensure_starting()
         return await future
 
     async def stop(self) -> None:
@@ -217,6 +217,7 @@ class WriterProcess:
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
-    """A failed start is reported to the calls that waited for it, not logged again."""
+    """A failed start is reported to the calls that waited for it (and to
+    ``start``'s caller), not again as a task exception nobody retrieved."""
     if not task.cancelled():
         task.exception()
