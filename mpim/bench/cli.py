@@ -90,6 +90,11 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setup-concurrency", type=int, default=64, help="setup commands in flight")
     p.add_argument("--size", type=int, default=0, help="pad message texts to about this many bytes")
     p.add_argument(
+        "--cids",
+        action="store_true",
+        help="send with @cid= (idempotent retries, protocol.md), as careful clients do",
+    )
+    p.add_argument(
         "--server-pid",
         type=int,
         action="append",
@@ -206,6 +211,7 @@ def build_spec(args: argparse.Namespace) -> ScenarioSpec:
         max_seconds=args.max_seconds,
         setup_concurrency=args.setup_concurrency,
         size=args.size,
+        cids=args.cids,
         server_pids=tuple(args.server_pid or ()),
         progress=progress,
         ready_file=args.ready_file,

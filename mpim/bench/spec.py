@@ -54,6 +54,9 @@ class CommonSpec:
     max_seconds: float = 900.0
     setup_concurrency: int = 64
     size: int = 0
+    #: Send with ``@cid=``, as a client that retries safely does: the server
+    #: then checks and indexes (sender, cid) for every message.
+    cids: bool = False
     #: Processes to weigh (RSS, CPU summed); empty: whoever listens on the targets.
     server_pids: tuple[int, ...] = ()
     #: More gateways of the same deployment; connection ``i`` goes to

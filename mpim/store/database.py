@@ -85,6 +85,8 @@ SQLITE_MIN_VERSION = (3, 35)
 SQLITE_PAGE_SIZE = 2048  # bytes; only a new database takes it
 # How long an SQLite connection waits for another's lock before "locked".
 SQLITE_BUSY_SECONDS = 10.0
+# Compiled statements kept per connection (Python's default: 128); see rawsql.
+SQLITE_CACHED_STATEMENTS = 512
 WAL_CHECKPOINT_BYTES = 64 * 1024 * 1024
 SERVER_TIMEOUT_SECONDS = 60.0
 _CONNECT_TIMEOUT_SECONDS = 5
@@ -97,7 +99,11 @@ def sqlite_engine(url: str, synchronous: str, *, immediate: bool) -> Engine:
     hide_parameters: an error's text (logged, or shown at start-up) must not
     carry message texts or password and token hashes.
     """
-    engine = create_engine(url, connect_args={"isolation_level": None}, hide_parameters=True)
+    engine = create_engine(
+        url,
+        connect_args={"isolation_level": None, "cached_statements": SQLITE_CACHED_STATEMENTS},
+        hide_parameters=True,
+    )
     event.listen(engine, "connect", functools.partial(_configure_sqlite, synchronous=synchronous))
     begin = _sqlite_begin_immediate if immediate else _sqlite_begin_deferred
     event.listen(engine, "begin", begin)

@@ -20,7 +20,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    or_,
     select,
 )
 
@@ -616,19 +615,7 @@ def _recipients(conn: Connection, fresh: list[StoredMessage]) -> dict[int, list[
 
 def _existing_cids(conn: Connection, batch: list[NewMessage]) -> dict[tuple[int, str], int]:
     wanted = [(m.sender, m.cid) for m in batch if m.cid is not None]
-    found: dict[tuple[int, str], int] = {}
-    for i in range(0, len(wanted), _IN_CHUNK):
-        chunk = wanted[i : i + _IN_CHUNK]
-        rows = conn.execute(
-            select(messages.c.sender, messages.c.client_msg_id, messages.c.msg_id).where(
-                or_(
-                    *(and_(messages.c.sender == s, messages.c.client_msg_id == c) for s, c in chunk)
-                )
-            )
-        ).all()
-        for sender, cid, msg_id in rows:
-            found[(int(sender), str(cid))] = int(msg_id)
-    return found
+    return {(sender, cid): msg_id for sender, cid, msg_id in rawsql.cid_owners(conn, wanted)}
 
 
 def _lock_seqs(conn: Connection, uids: list[int]) -> dict[int, int]:

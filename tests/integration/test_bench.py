@@ -15,10 +15,13 @@ import pytest
 
 from mpim.bench import relay as relay_module
 from mpim.bench.addr import Target
+from mpim.bench.payload import parse_text
 from mpim.bench.relay import RelayServer
 from mpim.bench.runner import BenchResult, run_scenario
 from mpim.bench.spec import C2CSpec, CommonSpec, GroupSpec, IdleSpec, LoginSpec, ScenarioSpec
+from mpim.protocol.messages import MessageLine
 from tests.conftest import RunningServer
+from tests.support.lineclient import LineClient
 
 
 @pytest.fixture
@@ -85,6 +88,30 @@ async def test_c2c_two_workers_and_two_rounds_merge_exactly(port: Port) -> None:
     result = await _run(spec)
     assert len(result.rounds) == 2
     _assert_exact(result, 400, 400)
+
+
+async def test_c2c_with_cids_stores_each_send_under_its_cid(server: RunningServer) -> None:
+    common = _common(server.port, messages=30, cids=True)
+    result = await _run(C2CSpec(common, pairs=1, window=4))
+    _assert_exact(result, 30, 30)
+    sender = await LineClient.connect(server.host, server.port)
+    receiver = await LineClient.connect(server.host, server.port)
+    try:
+        assert (await sender.login(common.username("s", 0), common.password)).startswith("+OK")
+        reply = await receiver.login(common.username("r", 0), common.password)
+        peer = int(dict(f.split("=", 1) for f in reply[4:].split())["uid"])
+        lines, done = await sender.cmd_multi(f"HISTORY {peer} 1")
+        assert done.startswith("+OK"), done
+        newest = MessageLine.parse(lines[0])
+        stamp = parse_text(newest.text.encode())
+        assert stamp is not None
+        _, round_no, seq, _ = stamp
+        # A retry of the bench's send, by its cid, is the stored message.
+        again = await sender.cmd(f"@cid=r{common.run_id}-{round_no}-{seq} SEND {peer} retried")
+        assert again == f"+OK msg_id={newest.id}"
+    finally:
+        await sender.close()
+        await receiver.close()
 
 
 async def test_c2c_open_loop_sends_at_the_offered_rate(port: Port) -> None:

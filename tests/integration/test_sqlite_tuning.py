@@ -1,11 +1,20 @@
-"""SQLite settings for many small random writes: page size and checkpoint interval."""
+"""SQLite settings for many small random writes: page size, checkpoint
+interval, and statements in few shapes (so SQLite compiles each once)."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event
 
 from mpim.store.database import SQLITE_PAGE_SIZE, WAL_CHECKPOINT_BYTES, Database
+from mpim.store.messages import DIRECT, MessageStore, NewMessage
+from mpim.store.users import UserStore
 
 
 async def _open_and_read(path: Path) -> tuple[int, int, int]:
@@ -40,3 +49,51 @@ async def test_an_existing_database_keeps_its_page_size(tmp_path: Path) -> None:
     page, autocheckpoint, _ = await _open_and_read(path)
     assert page == 4096
     assert autocheckpoint * page == WAL_CHECKPOINT_BYTES  # the interval is in bytes, not pages
+
+
+@pytest.fixture
+def statements() -> Iterator[list[str]]:
+    """The SQL text of every statement run in this process meanwhile."""
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        seen.append(sql)
+
+    event.listen(Engine, "before_cursor_execute", note)
+    yield seen
+    event.remove(Engine, "before_cursor_execute", note)
+
+
+async def test_batches_of_every_size_run_statements_of_few_shapes(
+    tmp_path: Path, statements: list[str]
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'shapes.sqlite3'}")  # writer thread: in this process
+    await db.start()
+    try:
+        users = UserStore(db)
+        uids = [await users.create_user(f"u{i}", "-", 0) for i in range(130)]
+        assert None not in uids
+        store = MessageStore(db)
+        statements.clear()
+        msg_id, marks, sent = 1 << 40, [], 0
+        for size in range(1, 121):  # each batch to `size` recipients, with cids
+            batch = []
+            for i in range(size):
+                msg_id += 1
+                batch.append(NewMessage(msg_id, DIRECT, uids[0], uids[1 + i], 0, "t", f"c{msg_id}"))
+            stored = await store.append(batch, marks)
+            assert all(s.error is None and not s.duplicate for s in stored)
+            marks = [d for s in stored for d in s.deliveries]
+            sent += size
+        received = [len((await store.sync(uid, 0, 500))[0]) for uid in uids[1:]]
+        assert sum(received) == sent
+    finally:
+        await db.stop()
+    writes = [sql for sql in statements if not sql.startswith(("BEGIN", "COMMIT"))]
+    # About ten statements, each in at most 8 sizes (1, 2, 4 .. 128); sized
+    # to their batch, each would take up to 120 texts.
+    assert len(set(writes)) <= 10 * 8, len(set(writes))
+    for sql in writes:
+        rows = len(re.findall(r"\(\?", sql))  # VALUES rows, OR terms, (?, ?) pairs
+        keys = sql.count("?") if "IN (" in sql else rows
+        assert keys & (keys - 1) == 0, f"{keys} in {sql[:80]}"

@@ -46,7 +46,9 @@ class C2CWorker(MessagingWorker):
             sender_account = await register(sconn, common.username("s", i), common.password)
             self.setup_done += 1
             command = b"SEND %d " % receiver_account.uid
-            sender = Sender(sconn, sender_account.uid, i, command, common.run_id, common.size)
+            sender = Sender(
+                sconn, sender_account.uid, i, command, common.run_id, common.size, cids=common.cids
+            )
             self.senders.append(sender)
             self.receivers.append(Receiver(rconn, receiver_account.uid, common.run_id))
             self.partner[receiver_account.uid] = sender_account.uid

@@ -74,7 +74,15 @@ class GroupWorker(MessagingWorker):
             if i < self.spec.senders:
                 command = b"SENDGROUP %d " % gid
                 self.senders.append(
-                    Sender(conn, account.uid, i, command, common.run_id, common.size)
+                    Sender(
+                        conn,
+                        account.uid,
+                        i,
+                        command,
+                        common.run_id,
+                        common.size,
+                        cids=common.cids,
+                    )
                 )
                 info.sender_uids[i] = account.uid
             self.setup_done += 1

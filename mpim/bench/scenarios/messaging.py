@@ -82,6 +82,7 @@ class Sender:
 
     __slots__ = (
         "acked",
+        "cid_prefix",
         "closed_loop",
         "conn",
         "index",
@@ -99,7 +100,15 @@ class Sender:
     )
 
     def __init__(
-        self, conn: BenchConnection, uid: int, index: int, command: bytes, run_id: str, size: int
+        self,
+        conn: BenchConnection,
+        uid: int,
+        index: int,
+        command: bytes,
+        run_id: str,
+        size: int,
+        *,
+        cids: bool = False,
     ) -> None:
         self.conn = conn
         self.uid = uid
@@ -107,6 +116,8 @@ class Sender:
         self.prefix = command  # e.g. b"SEND 12 " or b"SENDGROUP 3 "
         self.run_id = run_id.encode()
         self.padding = make_padding(size, self.run_id)
+        # cid "r<run id>-<round>-<seq>": unique per sender across rounds and runs
+        self.cid_prefix = b"@cid=r%s-" % self.run_id if cids else None
         self.stats: RoundStats | None = None
         self.round_no = 0
         self.next_seq = 0
@@ -146,6 +157,8 @@ class Sender:
             now,
             self.padding,
         )
+        if self.cid_prefix is not None:
+            data = b"%s%d-%d %s" % (self.cid_prefix, self.round_no, seq, data)
         if not self.conn.send(data, self._on_reply, seq, now):
             self.running = False
             return
