@@ -140,7 +140,10 @@ class RelayConnection(asyncio.Protocol):
     # -- commands ----------------------------------------------------------------
 
     def handle(self, line: bytes) -> bytes:
-        word, _, rest = line.lstrip(b" ").partition(b" ")
+        line = line.lstrip(b" ")
+        if line.startswith(b"@cid="):  # nothing is stored, so nothing to keep unique
+            line = line.partition(b" ")[2]
+        word, _, rest = line.partition(b" ")
         cmd = word.upper()
         rest = rest.lstrip(b" ")
         if cmd == b"SEND":

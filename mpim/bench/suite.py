@@ -74,6 +74,11 @@ FULL: Final = (
         profile_seconds=8,
     ),
     BenchRun(
+        "c2c_closed_cids",
+        "One-to-one chat, 200 pairs, closed loop, every send with @cid= (idempotent)",
+        "c2c --cids --pairs 200 --window 16 --warmup 1 --duration 5 --repeat 3",
+    ),
+    BenchRun(
         "c2c_sweep",
         "One-to-one chat, 200 pairs beside 10,000 idle logged-in connections, open loop",
         "c2c --pairs 200 --idle 10000 --idle-users 100 --rates 2500,5000,10000,20000"

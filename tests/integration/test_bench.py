@@ -90,6 +90,11 @@ async def test_c2c_two_workers_and_two_rounds_merge_exactly(port: Port) -> None:
     _assert_exact(result, 400, 400)
 
 
+async def test_c2c_with_cids_counts_are_exact(port: Port) -> None:
+    result = await _run(C2CSpec(_common(port(), messages=100, cids=True), pairs=2, window=4))
+    _assert_exact(result, 100, 100)
+
+
 async def test_c2c_with_cids_stores_each_send_under_its_cid(server: RunningServer) -> None:
     common = _common(server.port, messages=30, cids=True)
     result = await _run(C2CSpec(common, pairs=1, window=4))
