@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 
 
 def smoke_specs(target: Target, pid: int, seconds: float) -> list[ScenarioSpec]:
-    """Closed-loop c2c, open-loop c2c and a group fan-out, each a few seconds."""
+    """Closed-loop c2c, open-loop c2c with ``@cid=`` and a group fan-out, each a few seconds."""
 
-    def common(duration: float) -> CommonSpec:
+    def common(duration: float, *, cids: bool = False) -> CommonSpec:
         return CommonSpec(
             target=target,
             workers=2,
@@ -36,11 +36,12 @@ def smoke_specs(target: Target, pid: int, seconds: float) -> list[ScenarioSpec]:
             max_seconds=120.0,
             server_pids=(pid,),
             progress=False,
+            cids=cids,
         )
 
     return [
         C2CSpec(common(seconds), pairs=20, window=8),
-        C2CSpec(common(seconds / 2), pairs=20, rates=(2000.0,)),
+        C2CSpec(common(seconds / 2, cids=True), pairs=20, rates=(2000.0,)),
         GroupSpec(common(seconds), members=20, senders=3, window=4),
     ]
 
