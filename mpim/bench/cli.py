@@ -90,11 +90,6 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setup-concurrency", type=int, default=64, help="setup commands in flight")
     p.add_argument("--size", type=int, default=0, help="pad message texts to about this many bytes")
     p.add_argument(
-        "--cids",
-        action="store_true",
-        help="send with @cid= (idempotent retries, protocol.md), as careful clients do",
-    )
-    p.add_argument(
         "--server-pid",
         type=int,
         action="append",
@@ -128,6 +123,14 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
+def _cids_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cids",
+        action="store_true",
+        help="send with @cid= (idempotent retries, protocol.md), as careful clients do",
+    )
+
+
 def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``mpim bench`` on the ``mpim`` command's subparsers."""
     bench: argparse.ArgumentParser = sub.add_parser(
@@ -152,6 +155,7 @@ def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
         "--idle-users", type=int, default=100, help="users the idle connections log in as"
     )
     c2c.add_argument("--max-inflight", type=int, default=2000, help="open loop: per-sender cap")
+    _cids_flag(c2c)
 
     group = scenarios.add_parser("group", help="fan-out in one group of online members")
     _common_flags(group)
@@ -161,6 +165,7 @@ def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
     group.add_argument("--rate", type=_rates, default=None)
     group.add_argument("--rates", type=_rates, default=None)
     group.add_argument("--max-inflight", type=int, default=2000)
+    _cids_flag(group)
 
     idle = scenarios.add_parser("idle", help="hold connections and weigh them in server RSS")
     _common_flags(idle)
@@ -211,7 +216,7 @@ def build_spec(args: argparse.Namespace) -> ScenarioSpec:
         max_seconds=args.max_seconds,
         setup_concurrency=args.setup_concurrency,
         size=args.size,
-        cids=args.cids,
+        cids=getattr(args, "cids", False),  # c2c and group only
         server_pids=tuple(args.server_pid or ()),
         progress=progress,
         ready_file=args.ready_file,

@@ -31,7 +31,9 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import Connection
 
 CHUNK: Final = 400
-SQLITE_PIECE: Final = 256  # rows of the largest SQLite INSERT
+# Rows of the largest SQLite INSERT, keys of the largest key list. A power of
+# two; an OR of more than about 1,000 terms exceeds SQLite's expression depth.
+SQLITE_PIECE: Final = 256
 Row = TypeVar("Row")
 _PLACEHOLDER: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
@@ -49,10 +51,11 @@ def _chunks(rows: Sequence[Row]) -> list[Sequence[Row]]:
 
 
 def _key_chunks(conn: Connection, keys: Sequence[Row]) -> list[Sequence[Row]]:
-    """Chunks of keys for one statement each; on SQLite padded to a power of two."""
-    chunks = _chunks(keys)
+    """Chunks of keys for one statement each; on SQLite at most ``SQLITE_PIECE``,
+    padded to a power of two."""
     if not is_sqlite(conn):
-        return chunks
+        return _chunks(keys)
+    chunks = [keys[i : i + SQLITE_PIECE] for i in range(0, len(keys), SQLITE_PIECE)]
     return [list(c) + [c[-1]] * ((1 << (len(c) - 1).bit_length()) - len(c)) for c in chunks]
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, create_engine, event
 
+from mpim.store import rawsql
 from mpim.store.database import SQLITE_PAGE_SIZE, WAL_CHECKPOINT_BYTES, Database
 from mpim.store.messages import DIRECT, MessageStore, NewMessage
 from mpim.store.users import UserStore
@@ -85,15 +86,36 @@ async def test_batches_of_every_size_run_statements_of_few_shapes(
             assert all(s.error is None and not s.duplicate for s in stored)
             marks = [d for s in stored for d in s.deliveries]
             sent += size
+        writes = [sql for sql in statements if not sql.startswith(("BEGIN", "COMMIT"))]
         received = [len((await store.sync(uid, 0, 500))[0]) for uid in uids[1:]]
         assert sum(received) == sent
     finally:
         await db.stop()
-    writes = [sql for sql in statements if not sql.startswith(("BEGIN", "COMMIT"))]
+    assert len(writes) > 120
     # About ten statements, each in at most 8 sizes (1, 2, 4 .. 128); sized
     # to their batch, each would take up to 120 texts.
     assert len(set(writes)) <= 10 * 8, len(set(writes))
     for sql in writes:
-        rows = len(re.findall(r"\(\?", sql))  # VALUES rows, OR terms, (?, ?) pairs
-        keys = sql.count("?") if "IN (" in sql else rows
-        assert keys & (keys - 1) == 0, f"{keys} in {sql[:80]}"
+        assert _list_length(sql) in (1, 2, 4, 8, 16, 32, 64, 128), sql[:100]
+
+
+def _list_length(sql: str) -> int:
+    """Rows of a multi-row VALUES, terms of an OR, or keys of an IN list."""
+    if "WHERE (" in sql:
+        return sql.count(" OR ") + 1
+    if "IN (" in sql:
+        return sql[sql.index("IN (") :].count("?")
+    return len(re.findall(r"\(\?", sql))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 255, 256, 257, 400, 511, 513, 1000])
+def test_sqlite_statements_take_keys_and_rows_in_power_of_two_pieces(n: int) -> None:
+    conn = create_engine("sqlite://").connect()
+    items = list(range(n))
+    pieces = rawsql._row_pieces(conn, items)
+    assert [x for piece in pieces for x in piece] == items  # every row, in order, once
+    chunks = rawsql._key_chunks(conn, items)
+    assert sorted({x for chunk in chunks for x in chunk}) == items
+    for part in [*pieces, *chunks]:
+        assert len(part) in {1 << k for k in range(9)}  # 1 .. SQLITE_PIECE (256)
+    conn.close()
