@@ -90,6 +90,7 @@ def message_service(
         bus,
         worker_id=worker_id,
         max_batch=settings.store.max_batch,
+        fold_marks_seconds=settings.store.fold_marks_seconds,
         max_text_bytes=settings.gateway.max_text_bytes,
         metrics=metrics,
     )

@@ -73,6 +73,10 @@ class StoreSettings(BaseModel):
     # SQLite: commit in a process of its own, so commits never wait for the
     # event loop's GIL (see mpim/store/writer_child.py); False keeps a thread.
     writer_process: bool = True
+    # MySQL/MariaDB, PostgreSQL: how often a message service folds delivered
+    # marks into pull floors (each pass looks at 1,000 users); 0: never, and
+    # users who never PULL keep a row per delivered message.
+    fold_marks_seconds: float = Field(default=5.0, ge=0)
 
 
 class SecuritySettings(BaseModel):

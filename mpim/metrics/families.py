@@ -213,6 +213,11 @@ class MessageMetrics:
             "Sends refused because the store could not take them",
             registry=reg,
         )
+        self.marks_folded = Counter(
+            "mpim_message_marks_folded",
+            "Users whose delivered marks were folded into their pull floor (servers)",
+            registry=reg,
+        )
 
 
 class CacheMetrics:

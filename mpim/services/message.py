@@ -44,6 +44,10 @@ def _page(limit: int) -> int:
     return _DEFAULT_PAGE if limit <= 0 else min(limit, _MAX_PAGE)
 
 
+FOLD_WINDOW = 1000  # users looked at per pass
+FOLD_USERS = 64  # users whose floors one pass moves, at most (their rows stay locked meanwhile)
+
+
 class MessageServiceImpl(SendsBySubmit):
     """Implements mpim.proto.interfaces.MessageService."""
 
@@ -57,6 +61,7 @@ class MessageServiceImpl(SendsBySubmit):
         *,
         worker_id: int = 0,
         max_batch: int = 1000,
+        fold_marks_seconds: float = 0.0,
         max_text_bytes: int = 16 * 1024,
         push_queue_batches: int = 1024,
         metrics: MessageMetrics | None = None,
@@ -79,15 +84,23 @@ class MessageServiceImpl(SendsBySubmit):
         self._push_queue: asyncio.Queue[list[StoredMessage]] = asyncio.Queue(push_queue_batches)
         self._pusher: asyncio.Task[None] | None = None
         self.pushes_dropped = 0
+        self._fold_seconds = fold_marks_seconds
+        self._folder: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._pusher = asyncio.create_task(self._push_loop(), name="mpim-push")
+        if self._fold_seconds > 0 and not self._store.marks_ride_with_sends:
+            self._folder = asyncio.create_task(self._fold_loop(), name="mpim-fold-marks")
 
     async def stop(self) -> None:
         """Commit what is queued, then stop pushing."""
         if self._flusher is not None:
             with contextlib.suppress(Exception):
                 await self._flusher
+        if self._folder is not None:
+            self._folder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._folder
         if self._pusher is not None:
             self._pusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -257,6 +270,24 @@ class MessageServiceImpl(SendsBySubmit):
                 delivery.seqs.extend(to_seqs)
         for gateway_id, batch in batches.items():
             await self._bus.publish(gateway_id, batch)
+
+    # -- upkeep --------------------------------------------------------------
+
+    async def _fold_loop(self) -> None:
+        """Servers: fold delivered marks into pull floors, a window of users a
+        pass, round and round (see ``MessageStore.fold_marks``)."""
+        after = 0
+        while True:
+            await asyncio.sleep(self._fold_seconds)
+            try:
+                after, folded = await self._store.fold_marks(after, FOLD_WINDOW, FOLD_USERS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store is down, say: try again next pass
+                logger.warning("folding delivered marks failed: %r", exc)
+                continue
+            if folded:
+                self._metrics.marks_folded.inc(folded)
 
     # -- reading -------------------------------------------------------------
 

@@ -375,6 +375,25 @@ class Database:
         lane.put(_Pending(call, future))
         return await future
 
+    async def write_beside(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` in a transaction of its own, beside the writer lanes.
+
+        For background upkeep on servers, which must not queue in front of
+        a send or a mark: it runs on a reader thread, and the server's row
+        locks order it against the lanes' transactions. SQLite has one
+        writer, so there it is ``write(fn, *args, alone=True)``.
+        """
+        if self._is_sqlite:
+            return await self.write(fn, *args, alone=True)
+        if self._readers is None or self._loop is None:
+            raise RuntimeError("Database not started")
+        call = WriteCall(fn, args, alone=True)
+        outcome = await self._loop.run_in_executor(self._readers, commit_calls, self.engine, [call])
+        result, exc = outcome.outcomes[0]
+        if exc is not None:
+            raise exc
+        return result  # type: ignore[no-any-return]
+
     def record_batch(self, outcome: BatchOutcome, size: int, seconds: float) -> None:
         """Metrics and outage state after a group commit (either writer)."""
         self.metrics.commit_latency.observe(seconds)

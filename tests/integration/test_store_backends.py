@@ -8,17 +8,20 @@ import random
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, event
 
 from mpim.errors import ErrorCode
 from mpim.proto import common_pb2
+from mpim.services.message import MessageServiceImpl
 from mpim.store.database import Database
 from mpim.store.groups import GroupStore
 from mpim.store.messages import DIRECT, GROUP, MessageStore, NewMessage
 from mpim.store.users import UserStore
 from tests.support.databases import mysql_url, postgres_url  # noqa: F401 (fixtures)
+from tests.support.redis_server import wait_until
 
 
 @pytest.fixture(params=["sqlite", "mysql", "postgres"])
@@ -402,5 +405,79 @@ async def test_a_job_written_alone_gets_a_transaction_of_its_own(store_url: str)
         release.set()
         await asyncio.gather(held, *writes)
         assert seen[0] is not seen[1] and seen[1] is not seen[2] and seen[2] is seen[3]
+    finally:
+        await db.stop()
+
+
+def _marks_state(db: Database) -> tuple[dict[int, int], list[tuple[int, int]]]:
+    """Each user's pull floor, and the delivered marks still held as rows."""
+    with db.engine.connect() as conn:
+        floors = dict(conn.exec_driver_sql("SELECT uid, pull_floor FROM inbox_state").all())
+        held = conn.exec_driver_sql("SELECT uid, seq FROM inbox_delivered ORDER BY uid, seq")
+        return {int(u): int(f) for u, f in floors.items()}, [(int(u), int(s)) for u, s in held]
+
+
+async def test_folding_marks_raises_floors_drops_their_rows_and_loses_nothing(
+    two_databases: tuple[Database, Database],
+) -> None:
+    first, second = two_databases
+    alice, bob, carol = await _users(first, "alice", "bob", "carol")
+    store_a, store_b = MessageStore(first), MessageStore(second)
+    await store_a.append(
+        [direct(alice, bob, f"b{i}") for i in range(1, 8)]
+        + [direct(alice, carol, f"c{i}") for i in range(1, 4)]
+    )
+    # Pushed: bob's 1-4 and 6-7 (5 never reached him), all of carol's.
+    await store_b.mark_delivered([(bob, s) for s in (1, 2, 3, 4, 6, 7)])
+    await store_b.mark_delivered([(carol, s) for s in (1, 2, 3)])
+    on_servers = not first.is_sqlite  # SQLite folds marks as they are stored
+    if on_servers:
+        # One user a pass: the pass ends at the user it folded; the next goes on.
+        assert await store_a.fold_marks(0, 1000, 1) == (bob, 1)
+        assert _marks_state(first)[0][bob] == 4
+        folding = store_a.fold_marks(bob, 1000, 64)
+    else:
+        folding = store_a.fold_marks(0, 1000, 64)
+    # Sends to the same users go on meanwhile, from the other writer.
+    folded, _ = await asyncio.gather(
+        folding, store_b.append([direct(alice, bob, "b8"), direct(alice, carol, "c4")])
+    )
+    assert folded == (carol, 1 if on_servers else 0)
+    assert await store_a.fold_marks(carol, 1000, 64) == (0, 0)  # past the last user
+    floors, held = _marks_state(first)
+    assert (floors[bob], floors[carol]) == (4, 3)
+    assert held == [(bob, 6), (bob, 7)]
+    pulled, _ = await store_a.pull(bob, 10)
+    assert [(m.seq, m.text) for m in pulled] == [(5, "b5"), (8, "b8")]
+    pulled, _ = await store_a.pull(carol, 10)
+    assert [(m.seq, m.text) for m in pulled] == [(4, "c4")]
+    messages, last, _ = await store_b.sync(bob, 0, 100)
+    assert [m.seq for m in messages] == list(range(1, 9)) and last == 8
+
+
+@pytest.mark.parametrize("backend", ["mysql", "postgres"])
+async def test_a_message_service_on_a_server_folds_marks_by_itself(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    db = Database(str(request.getfixturevalue(f"{backend}_url")))
+    await db.start()
+    try:
+        alice, bob = await _users(db, "alice", "bob")
+        store = MessageStore(db)
+        await store.append([direct(alice, bob, f"m{i}") for i in range(1, 4)])
+        await store.mark_delivered([(bob, 1), (bob, 2), (bob, 3)])
+        assert _marks_state(db)[1] == [(bob, 1), (bob, 2), (bob, 3)]
+        # Only the store and the metrics take part in folding.
+        unused: Any = None
+        service = MessageServiceImpl(store, unused, unused, unused, unused, fold_marks_seconds=0.05)
+        await service.start()
+        try:
+
+            async def folded() -> bool:
+                return _marks_state(db) == ({alice: 0, bob: 3}, [])
+
+            await wait_until(folded)
+        finally:
+            await service.stop()
     finally:
         await db.stop()
