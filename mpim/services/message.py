@@ -45,7 +45,7 @@ def _page(limit: int) -> int:
 
 
 FOLD_WINDOW = 1000  # users looked at per pass
-FOLD_USERS = 64  # users whose floors one pass moves, at most (their rows stay locked meanwhile)
+FOLD_USERS = 64  # users whose floors one pass moves, at most
 
 
 class MessageServiceImpl(SendsBySubmit):

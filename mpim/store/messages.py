@@ -346,14 +346,19 @@ def _held_run_end(conn: Connection, uid: int, top: int) -> int:
             return top
 
 
-def _fold_marks(conn: Connection, after_uid: int, window: int, max_users: int) -> tuple[int, int]:
+def _fold_marks(
+    conn: Connection, after_uid: int, window: int, max_users: int
+) -> tuple[int, list[tuple[int, int]]]:
     """Raise pull floors over the marks that continue them, for users in a
-    window of ``window`` uids after ``after_uid``; (last uid looked at, users
-    whose floor rose). The last uid is 0 once the window passes the end.
+    window of ``window`` uids after ``after_uid``; (last uid looked at, the
+    (uid, new floor) pairs). The last uid is 0 once the window passes the end.
 
     Servers store each delivered mark as a row and fold them into the floor
     at PULL: a user who is always online and never PULLs would keep one row
-    per message. Users are locked in uid order, as sends lock them.
+    per message. The reads take no locks and one UPDATE moves the floors: a
+    floor only rises (to the end of a run of marked seqs, which stay
+    delivered), so it needs no lock taken before. The rows it passes are
+    deleted afterwards, in a transaction that locks no ``inbox_state`` row.
     """
     window_uids = list(
         conn.execute(
@@ -364,43 +369,30 @@ def _fold_marks(conn: Connection, after_uid: int, window: int, max_users: int) -
         ).scalars()
     )
     if not window_uids:
-        return 0, 0
+        return 0, []
     last = int(window_uids[-1])
-    candidates = sorted(
-        {
-            int(uid)
-            for uid in conn.execute(
-                select(inbox_state.c.uid)
-                .join(
-                    inbox_delivered,
-                    and_(
-                        inbox_delivered.c.uid == inbox_state.c.uid,
-                        inbox_delivered.c.seq == inbox_state.c.pull_floor + 1,
-                    ),
-                )
-                .where(inbox_state.c.uid > after_uid, inbox_state.c.uid <= last)
-                .order_by(inbox_state.c.uid)
-                .limit(max_users)
-            ).scalars()
-        }
-    )
-    if len(candidates) == max_users:
-        last = candidates[-1]  # the rest of the window comes next time
-    if not candidates:
-        return last, 0
-    floors = conn.execute(
+    candidates = conn.execute(
         select(inbox_state.c.uid, inbox_state.c.pull_floor)
-        .where(inbox_state.c.uid.in_(candidates))
+        .join(
+            inbox_delivered,
+            and_(
+                inbox_delivered.c.uid == inbox_state.c.uid,
+                inbox_delivered.c.seq == inbox_state.c.pull_floor + 1,
+            ),
+        )
+        .where(inbox_state.c.uid > after_uid, inbox_state.c.uid <= last)
         .order_by(inbox_state.c.uid)
-        .with_for_update()
+        .limit(max_users)
     ).all()
-    folded = 0
-    for uid, floor in floors:
+    if len(candidates) == max_users:
+        last = int(candidates[-1].uid)  # the rest of the window comes next time
+    tops: list[tuple[int, int]] = []
+    for uid, floor in candidates:
         top = _held_run_end(conn, int(uid), int(floor))
         if top > floor:
-            rawsql.set_pull_floor(conn, int(uid), top)
-            folded += 1
-    return last, folded
+            tops.append((int(uid), top))
+    rawsql.raise_pull_floors(conn, tops)
+    return last, tops
 
 
 class MessageStore:
@@ -409,7 +401,12 @@ class MessageStore:
 
     async def fold_marks(self, after_uid: int, window: int, max_users: int) -> tuple[int, int]:
         """See ``_fold_marks``; beside sends and marks, never in front of them."""
-        return await self._db.write_beside(_fold_marks, after_uid, window, max_users)
+        last, tops = await self._db.write_beside(_fold_marks, after_uid, window, max_users)
+        if tops:
+            # Rows at or below a floor say nothing more; left behind by a
+            # failure here, they cost only their space.
+            await self._db.write_beside(rawsql.drop_passed_marks, tops)
+        return last, len(tops)
 
     async def claim_worker_id(self, instance_id: str, now_ms: int) -> int:
         """A snowflake worker id no other live message service holds."""

@@ -168,6 +168,41 @@ def set_pull_floor(conn: Connection, uid: int, floor: int) -> None:
     _drop_held_through(conn, uid, floor)
 
 
+def raise_pull_floors(conn: Connection, tops: Sequence[tuple[int, int]]) -> None:
+    """(uid, top) pairs: each floor to at least ``top`` (``drop_passed_marks``
+    then deletes the held seqs it passed).
+
+    One statement per chunk, whatever the number of users, so the rows it
+    locks (in uid order, as sends lock them) are held only briefly.
+    """
+    p = _placeholder(conn)
+    larger = "MAX" if is_sqlite(conn) else "GREATEST"
+    for chunk in _chunks(tops):
+        cases = " ".join([f"WHEN {p} THEN {p}"] * len(chunk))
+        keys = ", ".join([p] * len(chunk))
+        conn.exec_driver_sql(
+            f"UPDATE inbox_state SET pull_floor = {larger}(pull_floor, CASE uid {cases} END) "
+            f"WHERE uid IN ({keys})",
+            (*(v for pair in chunk for v in pair), *(uid for uid, _ in chunk)),
+        )
+
+
+def drop_passed_marks(conn: Connection, floors: Sequence[tuple[int, int]]) -> None:
+    """(uid, floor) pairs: delete each user's held seqs at or below the floor."""
+    p = _placeholder(conn)
+    if conn.dialect.name in ("mysql", "mariadb"):
+        # The transaction's first statement: under REPEATABLE READ the delete
+        # would lock the gap above each floor, and a mark of a later seq (the
+        # gateway waits for those before it pushes) would wait for it.
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    for chunk in _chunks(floors):
+        where = " OR ".join([f"(uid = {p} AND seq <= {p})"] * len(chunk))
+        conn.exec_driver_sql(
+            f"DELETE FROM inbox_delivered WHERE {where}",
+            tuple(v for pair in chunk for v in pair),
+        )
+
+
 def _drop_held_through(conn: Connection, uid: int, floor: int) -> None:
     """Held seqs at or below a floor say nothing more: the floor covers them."""
     p = _placeholder(conn)
