@@ -80,6 +80,13 @@ class StoreSettings(BaseModel):
     # 130-132 ms on a 2-core machine (docs/architecture.md).
     fold_marks_seconds: float = Field(default=0.0, ge=0)
 
+    @field_validator("fold_marks_seconds")
+    @classmethod
+    def _a_pause_or_never(cls, seconds: float) -> float:
+        if 0 < seconds < 0.05:
+            raise ValueError("must be 0 (never) or at least 0.05 s: each pass queries the store")
+        return seconds
+
 
 class SecuritySettings(BaseModel):
     """Password hashing, tokens and login throttling."""

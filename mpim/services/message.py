@@ -23,6 +23,7 @@ from mpim.proto.interfaces import GroupService, PresenceService, UserService
 from mpim.protocol.commands import HISTORY_MAX_LIMIT, ParseLimits, parse_text
 from mpim.services.clock import now_ms
 from mpim.services.sending import SendsBySubmit
+from mpim.store.failures import StoreUnavailable
 from mpim.store.messages import (
     DIRECT,
     GROUP,
@@ -283,7 +284,9 @@ class MessageServiceImpl(SendsBySubmit):
                 after, folded = await self._store.fold_marks(after, FOLD_WINDOW, FOLD_USERS)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the store is down, say: try again next pass
+            except StoreUnavailable:
+                continue  # the store logs an outage once; try again next pass
+            except Exception as exc:
                 logger.warning("folding delivered marks failed: %r", exc)
                 continue
             if folded:

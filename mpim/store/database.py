@@ -389,7 +389,13 @@ class Database:
             raise RuntimeError("Database not started")
         call = WriteCall(fn, args, alone=True)
         outcome = await self._loop.run_in_executor(self._readers, commit_calls, self.engine, [call])
+        if outcome.errors:
+            self.metrics.write_errors.inc(outcome.errors)
         result, exc = outcome.outcomes[0]
+        if isinstance(exc, StoreUnavailable):
+            self._went_down(exc)
+        elif exc is None:
+            self._came_back()
         if exc is not None:
             raise exc
         return result  # type: ignore[no-any-return]

@@ -380,7 +380,12 @@ def _fold_marks(
                 inbox_delivered.c.seq == inbox_state.c.pull_floor + 1,
             ),
         )
-        .where(inbox_state.c.uid > after_uid, inbox_state.c.uid <= last)
+        .where(
+            inbox_state.c.uid > after_uid,
+            inbox_state.c.uid <= last,
+            inbox_delivered.c.uid > after_uid,
+            inbox_delivered.c.uid <= last,
+        )
         .order_by(inbox_state.c.uid)
         .limit(max_users)
     ).all()

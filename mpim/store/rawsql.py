@@ -172,29 +172,30 @@ def raise_pull_floors(conn: Connection, tops: Sequence[tuple[int, int]]) -> None
     """(uid, top) pairs: each floor to at least ``top`` (``drop_passed_marks``
     then deletes the held seqs it passed).
 
-    One statement per chunk, whatever the number of users, so the rows it
-    locks (in uid order, as sends lock them) are held only briefly.
+    Two statements per chunk, whatever the number of users, so the rows they
+    lock are held only briefly. Servers lock them first in uid order, as
+    sends do: PostgreSQL's UPDATE may visit rows in their physical order.
     """
     p = _placeholder(conn)
     larger = "MAX" if is_sqlite(conn) else "GREATEST"
-    for chunk in _chunks(tops):
+    for chunk in _chunks(sorted(tops)):
         cases = " ".join([f"WHEN {p} THEN {p}"] * len(chunk))
         keys = ", ".join([p] * len(chunk))
+        uids = tuple(uid for uid, _ in chunk)
+        if not is_sqlite(conn):
+            conn.exec_driver_sql(
+                f"SELECT uid FROM inbox_state WHERE uid IN ({keys}) ORDER BY uid FOR UPDATE", uids
+            ).all()
         conn.exec_driver_sql(
-            f"UPDATE inbox_state SET pull_floor = {larger}(pull_floor, CASE uid {cases} END) "
-            f"WHERE uid IN ({keys})",
-            (*(v for pair in chunk for v in pair), *(uid for uid, _ in chunk)),
+            f"UPDATE inbox_state SET pull_floor = "
+            f"{larger}(pull_floor, CASE uid {cases} ELSE pull_floor END) WHERE uid IN ({keys})",
+            (*(v for pair in chunk for v in pair), *uids),
         )
 
 
 def drop_passed_marks(conn: Connection, floors: Sequence[tuple[int, int]]) -> None:
     """(uid, floor) pairs: delete each user's held seqs at or below the floor."""
     p = _placeholder(conn)
-    if conn.dialect.name in ("mysql", "mariadb"):
-        # The transaction's first statement: under REPEATABLE READ the delete
-        # would lock the gap above each floor, and a mark of a later seq (the
-        # gateway waits for those before it pushes) would wait for it.
-        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
     for chunk in _chunks(floors):
         where = " OR ".join([f"(uid = {p} AND seq <= {p})"] * len(chunk))
         conn.exec_driver_sql(

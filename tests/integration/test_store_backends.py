@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, event
 from mpim.errors import ErrorCode
 from mpim.proto import common_pb2
 from mpim.services.message import MessageServiceImpl
+from mpim.store import rawsql
 from mpim.store.database import Database
 from mpim.store.groups import GroupStore
 from mpim.store.messages import DIRECT, GROUP, MessageStore, NewMessage
@@ -447,6 +448,8 @@ async def test_folding_marks_raises_floors_drops_their_rows_and_loses_nothing(
     floors, held = _marks_state(first)
     assert (floors[bob], floors[carol]) == (4, 3)
     assert held == [(bob, 6), (bob, 7)]
+    await first.write_beside(rawsql.raise_pull_floors, [(bob, 2), (carol, 3)])
+    assert _marks_state(first)[0] == floors  # a floor never moves down
     pulled, _ = await store_a.pull(bob, 10)
     assert [(m.seq, m.text) for m in pulled] == [(5, "b5"), (8, "b8")]
     pulled, _ = await store_a.pull(carol, 10)
