@@ -389,13 +389,8 @@ class Database:
             raise RuntimeError("Database not started")
         call = WriteCall(fn, args, alone=True)
         outcome = await self._loop.run_in_executor(self._readers, commit_calls, self.engine, [call])
-        if outcome.errors:
-            self.metrics.write_errors.inc(outcome.errors)
+        self._note_outcome(outcome)
         result, exc = outcome.outcomes[0]
-        if isinstance(exc, StoreUnavailable):
-            self._went_down(exc)
-        elif exc is None:
-            self._came_back()
         if exc is not None:
             raise exc
         return result  # type: ignore[no-any-return]
@@ -404,6 +399,10 @@ class Database:
         """Metrics and outage state after a group commit (either writer)."""
         self.metrics.commit_latency.observe(seconds)
         self.metrics.batch_size.observe(size)
+        self._note_outcome(outcome)
+
+    def _note_outcome(self, outcome: BatchOutcome) -> None:
+        """Error count and outage state after any commit."""
         if outcome.errors:
             self.metrics.write_errors.inc(outcome.errors)
         failure = outcome.unreachable

@@ -396,6 +396,7 @@ def _fold_marks(
         top = _held_run_end(conn, int(uid), int(floor))
         if top > floor:
             tops.append((int(uid), top))
+    _lock_seqs(conn, [uid for uid, _ in tops])  # servers: in uid order, as sends lock them
     rawsql.raise_pull_floors(conn, tops)
     return last, tops
 

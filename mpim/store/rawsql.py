@@ -165,16 +165,16 @@ def set_pull_floor(conn: Connection, uid: int, floor: int) -> None:
     """Move a user's floor up to ``floor``; the held seqs it passes go."""
     p = _placeholder(conn)
     conn.exec_driver_sql(f"UPDATE inbox_state SET pull_floor = {p} WHERE uid = {p}", (floor, uid))
-    _drop_held_through(conn, uid, floor)
+    drop_passed_marks(conn, [(uid, floor)])
 
 
 def raise_pull_floors(conn: Connection, tops: Sequence[tuple[int, int]]) -> None:
     """(uid, top) pairs: each floor to at least ``top`` (``drop_passed_marks``
     then deletes the held seqs it passed).
 
-    Two statements per chunk, whatever the number of users, so the rows they
-    lock are held only briefly. Servers lock them first in uid order, as
-    sends do: PostgreSQL's UPDATE may visit rows in their physical order.
+    One statement per chunk, whatever the number of users. On servers the
+    caller locks the rows first, in uid order as sends do: PostgreSQL's
+    UPDATE may visit them in their physical order.
     """
     p = _placeholder(conn)
     larger = "MAX" if is_sqlite(conn) else "GREATEST"
@@ -182,10 +182,6 @@ def raise_pull_floors(conn: Connection, tops: Sequence[tuple[int, int]]) -> None
         cases = " ".join([f"WHEN {p} THEN {p}"] * len(chunk))
         keys = ", ".join([p] * len(chunk))
         uids = tuple(uid for uid, _ in chunk)
-        if not is_sqlite(conn):
-            conn.exec_driver_sql(
-                f"SELECT uid FROM inbox_state WHERE uid IN ({keys}) ORDER BY uid FOR UPDATE", uids
-            ).all()
         conn.exec_driver_sql(
             f"UPDATE inbox_state SET pull_floor = "
             f"{larger}(pull_floor, CASE uid {cases} ELSE pull_floor END) WHERE uid IN ({keys})",
@@ -194,22 +190,15 @@ def raise_pull_floors(conn: Connection, tops: Sequence[tuple[int, int]]) -> None
 
 
 def drop_passed_marks(conn: Connection, floors: Sequence[tuple[int, int]]) -> None:
-    """(uid, floor) pairs: delete each user's held seqs at or below the floor."""
+    """(uid, floor) pairs: delete each user's held seqs at or below the floor,
+    which covers them."""
     p = _placeholder(conn)
-    for chunk in _chunks(floors):
+    for chunk in _key_chunks(conn, floors):
         where = " OR ".join([f"(uid = {p} AND seq <= {p})"] * len(chunk))
         conn.exec_driver_sql(
             f"DELETE FROM inbox_delivered WHERE {where}",
             tuple(v for pair in chunk for v in pair),
         )
-
-
-def _drop_held_through(conn: Connection, uid: int, floor: int) -> None:
-    """Held seqs at or below a floor say nothing more: the floor covers them."""
-    p = _placeholder(conn)
-    conn.exec_driver_sql(
-        f"DELETE FROM inbox_delivered WHERE uid = {p} AND seq <= {p}", (uid, floor)
-    )
 
 
 def _sqlite_raise_floors(conn: Connection, marks: Sequence[tuple[int, int]]) -> None:
@@ -228,8 +217,7 @@ def _sqlite_raise_floors(conn: Connection, marks: Sequence[tuple[int, int]]) -> 
     # never stops just below a held seq, so a floor that did not move needs
     # no read, however many seqs its user holds.
     absorbed = _sqlite_absorb_held(conn, tops, marked)
-    for uid in sorted(absorbed):
-        _drop_held_through(conn, uid, tops[uid])
+    drop_passed_marks(conn, [(uid, tops[uid]) for uid in sorted(absorbed)])
     sqlite_set_state(conn, "pull_floor", sorted(tops.items()))
     above = [
         (uid, seq)
