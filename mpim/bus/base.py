@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from mpim.proto import push_pb2
+from mpim.bus.pushes import PushBatch
 
-PushHandler = Callable[[push_pb2.PushBatch], None]
+PushHandler = Callable[[PushBatch], None]
 
 
 class Bus(Protocol):
@@ -16,7 +16,7 @@ class Bus(Protocol):
     A lost batch loses no message: the inbox is durable and SYNC repairs.
     """
 
-    async def publish(self, gateway_id: str, batch: push_pb2.PushBatch) -> None: ...
+    async def publish(self, gateway_id: str, batch: PushBatch) -> None: ...
 
     async def subscribe(self, gateway_id: str, handler: PushHandler) -> None: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from mpim.bus.base import PushHandler
-from mpim.proto import push_pb2
+from mpim.bus.pushes import PushBatch
 
 logger = logging.getLogger(__name__)
 
@@ -14,7 +14,7 @@ class LocalBus:
     def __init__(self) -> None:
         self._handlers: dict[str, PushHandler] = {}
 
-    async def publish(self, gateway_id: str, batch: push_pb2.PushBatch) -> None:
+    async def publish(self, gateway_id: str, batch: PushBatch) -> None:
         handler = self._handlers.get(gateway_id)
         if handler is None:
             logger.debug("no gateway %s subscribed; dropping push", gateway_id)

@@ -32,6 +32,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mpim.bus.base import PushHandler
+from mpim.bus.pushes import BadPushBatch, PushBatch, from_proto, to_proto
 from mpim.proto import push_pb2
 from mpim.redisconn import (
     REDIS_ERRORS,
@@ -117,13 +118,13 @@ class RedisBus:
 
     # -- publishing -------------------------------------------------------------
 
-    async def publish(self, gateway_id: str, batch: push_pb2.PushBatch) -> None:
+    async def publish(self, gateway_id: str, batch: PushBatch) -> None:
         """Queue ``batch`` for ``gateway_id``; returns at once, never raises."""
         if self._closed:
             self.stats.dropped += 1
             return
         try:
-            self._queue.put_nowait((self.channel(gateway_id), batch.SerializeToString()))
+            self._queue.put_nowait((self.channel(gateway_id), to_proto(batch).SerializeToString()))
         except asyncio.QueueFull:
             self.stats.dropped += 1
             if not self._overflowing:
@@ -286,8 +287,8 @@ class RedisBus:
     def _deliver(self, sub: _Subscription, data: bytes) -> None:
         self.stats.received += 1
         try:
-            batch = push_pb2.PushBatch.FromString(data)
-        except DecodeError:
+            batch = from_proto(push_pb2.PushBatch.FromString(data))
+        except (DecodeError, BadPushBatch):
             self.stats.bad_payloads += 1
             logger.warning("bus: undecodable push batch on %s (%d bytes)", sub.channel, len(data))
             return

@@ -17,10 +17,9 @@ from typing import Any
 from mpim.errors import ErrorCode, MpimError
 from mpim.gateway.handlers import HANDLERS, GatewayContext
 from mpim.gateway.session import Render, Session
-from mpim.proto import message_pb2
 from mpim.protocol import commands as c
 from mpim.protocol.commands import ParseLimits, split_command
-from mpim.services.sending import SendSubmitter
+from mpim.services.sending import SendOutcome, SendSubmitter
 
 logger = logging.getLogger(__name__)
 
@@ -112,19 +111,13 @@ class Dispatcher:
         """Queue a send in arrival order; its reply is rendered when it commits."""
         assert self._submitter is not None and session.uid is not None
         cid = client_cid or ""
+        submitter, uid = self._submitter, session.uid
         if isinstance(command, c.Send):
-            request = message_pb2.SendRequest(
-                from_uid=session.uid, to_uid=command.to_uid, text=command.text, client_msg_id=cid
-            )
-            return Step(pending=self._submitter.submit_send(request), render=self._render_sent)
+            pending = submitter.submit_send(uid, command.to_uid, command.text, cid)
+            return Step(pending=pending, render=self._render_sent)
         assert isinstance(command, c.SendGroup)
-        group_request = message_pb2.SendGroupRequest(
-            from_uid=session.uid, group_id=command.group_id, text=command.text, client_msg_id=cid
-        )
-        return Step(
-            pending=self._submitter.submit_group_send(group_request),
-            render=self._render_group_sent,
-        )
+        pending = submitter.submit_group_send(uid, command.group_id, command.text, cid)
+        return Step(pending=pending, render=self._render_group_sent)
 
     def _send_renderer(self, name: str, prefix: str) -> Render:
         # Bound once: an accepted send counts as an ok command and a sent message.
@@ -133,7 +126,7 @@ class Dispatcher:
 
         def render(future: asyncio.Future[Any]) -> str | None:
             try:
-                reply: message_pb2.SendReply = future.result()
+                reply: SendOutcome = future.result()
             except MpimError as exc:
                 return self._error(exc.code, name).reply
             except Exception:

@@ -21,12 +21,13 @@ import contextlib
 import logging
 import time
 
+from mpim.bus.pushes import PushBatch
 from mpim.gateway.push_order import PushOrder
 from mpim.gateway.session import Session
 from mpim.metrics.families import GatewayMetrics
-from mpim.proto import common_pb2, message_pb2, push_pb2
+from mpim.proto import common_pb2, message_pb2
 from mpim.proto.interfaces import MessageService
-from mpim.protocol.messages import format_message, message_line_parts
+from mpim.protocol.messages import format_message, line_parts
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class SessionHub:
         self._marks: list[tuple[int, int]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._confirm_marks = confirm_marks
-        self._unconfirmed: list[push_pb2.PushBatch] = []
+        self._unconfirmed: list[PushBatch] = []
         self._confirm_task: asyncio.Task[None] | None = None
         self.pushed = 0
         # Several message services push independently: put each user's pushes
@@ -95,7 +96,7 @@ class SessionHub:
         self._count_delivered(pushed_before)
         return taken
 
-    def on_push(self, batch: push_pb2.PushBatch) -> None:
+    def on_push(self, batch: PushBatch) -> None:
         """Bus handler: write each message to every local session of its recipients."""
         if self._confirm_marks:
             self._unconfirmed.append(batch)
@@ -116,7 +117,7 @@ class SessionHub:
             marks = [
                 (uid, seq)
                 for batch in batches
-                for delivery in batch.deliveries
+                for delivery in batch
                 for uid, seq in zip(delivery.uids, delivery.seqs, strict=True)
                 if uid in online
             ]
@@ -126,16 +127,16 @@ class SessionHub:
             for batch in batches:
                 self._write(batch, record=False)
 
-    def _write(self, batch: push_pb2.PushBatch, *, record: bool = True) -> None:
+    def _write(self, batch: PushBatch, *, record: bool = True) -> None:
         now_ms = time.time() * 1000
         pushed_before = self.pushed
         latency = self._metrics.push_latency
         by_uid = self._by_uid
         marks = self._marks
         offer = self.order.offer if self.order is not None else self._deliver
-        for delivery in batch.deliveries:
-            message = delivery.message
-            head, tail = message_line_parts(message)
+        for delivery in batch:
+            m = delivery.message
+            head, tail = line_parts(m.msg_id, m.kind, m.from_uid, m.target, m.ts_ms, m.text)
             taken = False
             for uid, seq in zip(delivery.uids, delivery.seqs, strict=True):
                 if uid not in by_uid:
@@ -147,7 +148,7 @@ class SessionHub:
             if taken:
                 # One observation per message (not per recipient): a 1,000-member
                 # fan-out would otherwise cost 1,000 histogram updates.
-                latency.observe(max(0.0, now_ms - message.ts_ms) / 1000)
+                latency.observe(max(0.0, now_ms - m.ts_ms) / 1000)
         self._count_delivered(pushed_before)
 
     def _deliver(self, uid: int, seq: int, line: str) -> bool:

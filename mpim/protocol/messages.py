@@ -66,17 +66,28 @@ def format_message(message: common_pb2.Message, seq: int) -> str:
 
 
 def message_line_parts(message: common_pb2.Message) -> tuple[str, str]:
-    """(head, tail): every recipient's line is head + its seq + tail.
+    """(head, tail): every recipient's line is head + its seq + tail."""
+    group = message.kind == common_pb2.MESSAGE_KIND_GROUP
+    return line_parts(
+        message.id,
+        message.kind,
+        message.from_uid,
+        message.group_id if group else message.to_uid,
+        message.ts_ms,
+        message.text,
+    )
+
+
+def line_parts(
+    msg_id: int, kind: int, from_uid: int, target: int, ts_ms: int, text: str
+) -> tuple[str, str]:
+    """(head, tail) of a message whose ``target`` is its recipient or group.
 
     A fan-out formats the message once, not once per member.
     """
-    if message.kind == common_pb2.MESSAGE_KIND_GROUP:
+    if kind == common_pb2.MESSAGE_KIND_GROUP:
         return (
-            f"GMSG id={message.id} group={message.group_id} from={message.from_uid} "
-            f"ts={message.ts_ms} seq=",
-            f" text={message.text}",
+            f"GMSG id={msg_id} group={target} from={from_uid} ts={ts_ms} seq=",
+            f" text={text}",
         )
-    return (
-        f"MSG id={message.id} from={message.from_uid} ts={message.ts_ms} seq=",
-        f" text={message.text}",
-    )
+    return f"MSG id={msg_id} from={from_uid} ts={ts_ms} seq=", f" text={text}"

@@ -16,7 +16,7 @@ from typing import Final
 from mpim.errors import ErrorCode, MpimError, error_code
 from mpim.proto import message_pb2
 from mpim.proto.clients import MessageServiceClient
-from mpim.services.sending import SendsBySubmit
+from mpim.services.sending import SendOutcome, SendsBySubmit
 
 logger = logging.getLogger(__name__)
 
@@ -28,23 +28,29 @@ class BatchingMessageClient(SendsBySubmit, MessageServiceClient):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._queue: list[tuple[message_pb2.SendItem, asyncio.Future[message_pb2.SendReply]]] = []
+        self._queue: list[tuple[message_pb2.SendItem, asyncio.Future[SendOutcome]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     def submit_send(
-        self, request: message_pb2.SendRequest
-    ) -> asyncio.Future[message_pb2.SendReply]:
+        self, from_uid: int, to_uid: int, text: str, cid: str
+    ) -> asyncio.Future[SendOutcome]:
         """Queue a send now; the future resolves with its outcome in the batch."""
+        request = message_pb2.SendRequest(
+            from_uid=from_uid, to_uid=to_uid, text=text, client_msg_id=cid
+        )
         return self._enqueue(message_pb2.SendItem(direct=request))
 
     def submit_group_send(
-        self, request: message_pb2.SendGroupRequest
-    ) -> asyncio.Future[message_pb2.SendReply]:
+        self, from_uid: int, group_id: int, text: str, cid: str
+    ) -> asyncio.Future[SendOutcome]:
+        request = message_pb2.SendGroupRequest(
+            from_uid=from_uid, group_id=group_id, text=text, client_msg_id=cid
+        )
         return self._enqueue(message_pb2.SendItem(group=request))
 
-    def _enqueue(self, item: message_pb2.SendItem) -> asyncio.Future[message_pb2.SendReply]:
+    def _enqueue(self, item: message_pb2.SendItem) -> asyncio.Future[SendOutcome]:
         # A caller that goes away cancels only its own future; the batch goes on.
-        future: asyncio.Future[message_pb2.SendReply] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[SendOutcome] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="mpim-send-batcher")

@@ -15,14 +15,15 @@ import logging
 from collections import defaultdict
 
 from mpim.bus.base import Bus
+from mpim.bus.pushes import Delivery, PushBatch, PushedMessage
 from mpim.errors import ErrorCode, MpimError
 from mpim.ids import SnowflakeIds
 from mpim.metrics.families import MessageMetrics
-from mpim.proto import common_pb2, group_pb2, message_pb2, presence_pb2, push_pb2, user_pb2
+from mpim.proto import common_pb2, group_pb2, message_pb2, presence_pb2, user_pb2
 from mpim.proto.interfaces import GroupService, PresenceService, UserService
 from mpim.protocol.commands import HISTORY_MAX_LIMIT, ParseLimits, parse_text
 from mpim.services.clock import now_ms
-from mpim.services.sending import SendsBySubmit
+from mpim.services.sending import SendOutcome, SendsBySubmit
 from mpim.store.failures import StoreUnavailable
 from mpim.store.messages import (
     DIRECT,
@@ -76,7 +77,7 @@ class MessageServiceImpl(SendsBySubmit):
         self._ids = SnowflakeIds(worker_id)
         self._max_batch = max_batch
         self._limits = ParseLimits(max_text_bytes=max_text_bytes)
-        self._pending: list[tuple[NewMessage, asyncio.Future[message_pb2.SendReply]]] = []
+        self._pending: list[tuple[NewMessage, asyncio.Future[SendOutcome]]] = []
         # With one writer (SQLite) delivered marks wait for the next commit of
         # sends rather than make their own: under load that halves the commits.
         self._pending_marks: list[tuple[int, int]] = []
@@ -115,30 +116,34 @@ class MessageServiceImpl(SendsBySubmit):
     # storing transaction.
 
     def submit_send(
-        self, request: message_pb2.SendRequest
-    ) -> asyncio.Future[message_pb2.SendReply]:
+        self, from_uid: int, to_uid: int, text: str, cid: str
+    ) -> asyncio.Future[SendOutcome]:
         """Queue a send now; the future resolves after its commit (see SendsBySubmit)."""
-        text = parse_text(request.text, self._limits)
-        if request.to_uid == request.from_uid:
+        text = parse_text(text, self._limits)
+        if to_uid == from_uid:
             raise MpimError(ErrorCode.CANNOT_SEND_TO_SELF)
-        return self._submit(DIRECT, request.from_uid, request.to_uid, text, request.client_msg_id)
+        return self._submit(DIRECT, from_uid, to_uid, text, cid)
 
     def submit_group_send(
-        self, request: message_pb2.SendGroupRequest
-    ) -> asyncio.Future[message_pb2.SendReply]:
-        text = parse_text(request.text, self._limits)
-        return self._submit(GROUP, request.from_uid, request.group_id, text, request.client_msg_id)
+        self, from_uid: int, group_id: int, text: str, cid: str
+    ) -> asyncio.Future[SendOutcome]:
+        text = parse_text(text, self._limits)
+        return self._submit(GROUP, from_uid, group_id, text, cid)
 
     async def SendBatch(self, request: message_pb2.SendBatchRequest) -> message_pb2.SendBatchReply:
         # Each item is queued before the first await, so the batch commits in
         # the order given.
-        queued: list[asyncio.Future[message_pb2.SendReply] | MpimError] = []
+        queued: list[asyncio.Future[SendOutcome] | MpimError] = []
         for item in request.items:
             try:
                 if item.WhichOneof("item") == "group":
-                    queued.append(self.submit_group_send(item.group))
+                    g = item.group
+                    queued.append(
+                        self.submit_group_send(g.from_uid, g.group_id, g.text, g.client_msg_id)
+                    )
                 else:
-                    queued.append(self.submit_send(item.direct))
+                    d = item.direct
+                    queued.append(self.submit_send(d.from_uid, d.to_uid, d.text, d.client_msg_id))
             except MpimError as exc:
                 queued.append(exc)
         reply = message_pb2.SendBatchReply()
@@ -147,9 +152,12 @@ class MessageServiceImpl(SendsBySubmit):
             try:
                 if isinstance(future, MpimError):
                     raise future
-                outcome.reply.CopyFrom(await future)
+                sent = await future
             except MpimError as exc:
                 outcome.error = exc.code.value
+            else:
+                outcome.reply.msg_id = sent.msg_id
+                outcome.reply.duplicate = sent.duplicate
         return reply
 
     def _submit(
@@ -159,7 +167,7 @@ class MessageServiceImpl(SendsBySubmit):
         target: int,
         text: str,
         cid: str,
-    ) -> asyncio.Future[message_pb2.SendReply]:
+    ) -> asyncio.Future[SendOutcome]:
         message = NewMessage(
             msg_id=self._ids.next_id(),
             kind=kind,
@@ -171,7 +179,7 @@ class MessageServiceImpl(SendsBySubmit):
         )
         # A caller that goes away cancels only its own future: the message
         # stays queued and the commit, awaited by the flush task, goes on.
-        future: asyncio.Future[message_pb2.SendReply] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[SendOutcome] = asyncio.get_running_loop().create_future()
         self._pending.append((message, future))
         self._flush_soon()
         return future
@@ -211,9 +219,7 @@ class MessageServiceImpl(SendsBySubmit):
                 if result.error is not None:
                     future.set_exception(MpimError(result.error))
                 else:
-                    future.set_result(
-                        message_pb2.SendReply(msg_id=result.msg_id, duplicate=result.duplicate)
-                    )
+                    future.set_result(result)
 
     # -- pushing -------------------------------------------------------------
 
@@ -245,15 +251,14 @@ class MessageServiceImpl(SendsBySubmit):
             gateways_of[route.uid].add(route.gateway_id)
         if not gateways_of:
             return
-        batches: dict[str, push_pb2.PushBatch] = defaultdict(push_pb2.PushBatch)
+        batches: dict[str, PushBatch] = defaultdict(list)
         for s in stored:
+            m = s.message
+            message = PushedMessage(m.msg_id, m.kind, m.sender, m.target, m.ts_ms, m.text)
             if len(s.deliveries) == 1:  # a direct message: no grouping needed
                 uid, seq = s.deliveries[0]
                 for gateway_id in gateways_of.get(uid, ()):
-                    delivery = batches[gateway_id].deliveries.add()
-                    _fill_message(delivery.message, s)
-                    delivery.uids.append(uid)
-                    delivery.seqs.append(seq)
+                    batches[gateway_id].append(Delivery(message, [uid], [seq]))
                 continue
             # gateway -> (uids, seqs) of this message's recipients it holds
             per_gateway: dict[str, tuple[list[int], list[int]]] = {}
@@ -265,10 +270,7 @@ class MessageServiceImpl(SendsBySubmit):
                     targets[0].append(uid)
                     targets[1].append(seq)
             for gateway_id, (to_uids, to_seqs) in per_gateway.items():
-                delivery = batches[gateway_id].deliveries.add()
-                _fill_message(delivery.message, s)
-                delivery.uids.extend(to_uids)
-                delivery.seqs.extend(to_seqs)
+                batches[gateway_id].append(Delivery(message, to_uids, to_seqs))
         for gateway_id, batch in batches.items():
             await self._bus.publish(gateway_id, batch)
 
@@ -338,17 +340,3 @@ class MessageServiceImpl(SendsBySubmit):
         self._flush_soon()
         await waiter
         return _EMPTY
-
-
-def _fill_message(msg: common_pb2.Message, stored: StoredMessage) -> None:
-    """Set a push's message in place (no intermediate message to copy)."""
-    m = stored.message
-    msg.id = m.msg_id
-    msg.kind = m.kind
-    msg.from_uid = m.sender
-    msg.ts_ms = m.ts_ms
-    msg.text = m.text
-    if m.kind == GROUP:
-        msg.group_id = m.target
-    else:
-        msg.to_uid = m.target

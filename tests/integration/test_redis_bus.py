@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from mpim.bus.pushes import Delivery, PushBatch, PushedMessage
 from mpim.bus.redis import RedisBus
 from mpim.config import RedisSettings
-from mpim.proto import push_pb2
+from mpim.proto import common_pb2, push_pb2
 from mpim.redisconn import redis_client
 from tests.support.redis_server import ThrowawayRedis, connected, records, wait_until
 
@@ -49,16 +50,16 @@ class Inbox:
     """A push handler that records batches and lets a test wait for them."""
 
     def __init__(self) -> None:
-        self.batches: list[push_pb2.PushBatch] = []
+        self.batches: list[PushBatch] = []
         self._changed = asyncio.Event()
 
-    def __call__(self, batch: push_pb2.PushBatch) -> None:
+    def __call__(self, batch: PushBatch) -> None:
         self.batches.append(batch)
         self._changed.set()
 
     @property
     def texts(self) -> list[str]:
-        return [d.message.text for b in self.batches for d in b.deliveries]
+        return [d.message.text for b in self.batches for d in b]
 
     async def wait_for(self, count: int, timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout):
@@ -67,13 +68,9 @@ class Inbox:
                 await self._changed.wait()
 
 
-def batch(text: str, uid: int = 1, seq: int = 1) -> push_pb2.PushBatch:
-    out = push_pb2.PushBatch()
-    delivery = out.deliveries.add()
-    delivery.message.text = text
-    delivery.uids.append(uid)
-    delivery.seqs.append(seq)
-    return out
+def batch(text: str, uid: int = 1, seq: int = 1) -> PushBatch:
+    message = PushedMessage(11, common_pb2.MESSAGE_KIND_DIRECT, 2, uid, 1_700_000_000_000, text)
+    return [Delivery(message, [uid], [seq])]
 
 
 async def test_each_gateway_gets_only_its_own_batches(
@@ -93,7 +90,7 @@ async def test_each_gateway_gets_only_its_own_batches(
     await inbox_b.wait_for(1)
     assert inbox_a.texts == ["for a"]
     assert inbox_b.texts == ["for b"]
-    assert list(inbox_a.batches[0].deliveries[0].seqs) == [7]
+    assert list(inbox_a.batches[0][0].seqs) == [7]
     await sender.close()
     assert sender.stats.published == 3  # pub/sub does not know about receivers
 
@@ -156,19 +153,22 @@ async def test_bad_payloads_and_failing_handlers_do_not_stop_the_reader(
     gateway, sender = bus_factory(redis_settings), bus_factory(redis_settings)
     inbox = Inbox()
 
-    def handler(received: push_pb2.PushBatch) -> None:
+    def handler(received: PushBatch) -> None:
         inbox(received)
-        if received.deliveries[0].message.text == "boom":
+        if received[0].message.text == "boom":
             raise RuntimeError("handler bug")
 
     await gateway.subscribe("gw-a", handler)
     await redis.publish(gateway.channel("gw-a"), b"\xff\xff not protobuf")
+    unpaired = push_pb2.PushBatch()
+    unpaired.deliveries.add(uids=[1, 2], seqs=[1]).message.text = "unpaired"
+    await redis.publish(gateway.channel("gw-a"), unpaired.SerializeToString())
     await sender.publish("gw-a", batch("boom"))
     await sender.publish("gw-a", batch("fine"))
 
     await inbox.wait_for(2)
     assert inbox.texts == ["boom", "fine"]
-    assert (gateway.stats.bad_payloads, gateway.stats.handler_errors) == (1, 1)
+    assert (gateway.stats.bad_payloads, gateway.stats.handler_errors) == (2, 1)
     assert len(records(mpim_logs, LOGGER, "ERROR")) == 1
 
 

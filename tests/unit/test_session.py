@@ -14,11 +14,12 @@ from typing import cast
 
 import pytest
 
+from mpim.bus.pushes import Delivery, PushBatch, PushedMessage
 from mpim.config import GatewaySettings
 from mpim.gateway.dispatcher import Step
 from mpim.gateway.hub import SessionHub
 from mpim.gateway.session import Session
-from mpim.proto import common_pb2, message_pb2, push_pb2
+from mpim.proto import common_pb2, message_pb2
 from mpim.proto.interfaces import MessageService
 
 
@@ -311,12 +312,10 @@ class RecordedMarks:
         return common_pb2.Empty()
 
 
-def push_batch(*recipients: tuple[int, int]) -> push_pb2.PushBatch:
-    message = common_pb2.Message(id=7, from_uid=9, ts_ms=1, text="hi")
-    delivery = push_pb2.Delivery(message=message)
-    delivery.uids.extend(uid for uid, _ in recipients)
-    delivery.seqs.extend(seq for _, seq in recipients)
-    return push_pb2.PushBatch(deliveries=[delivery])
+def push_batch(*recipients: tuple[int, int]) -> PushBatch:
+    message = PushedMessage(7, common_pb2.MESSAGE_KIND_DIRECT, 9, 0, 1, "hi")
+    uids = [uid for uid, _ in recipients]
+    return [Delivery(message, uids, [seq for _, seq in recipients])]
 
 
 async def logged_in(uid: int) -> tuple[Session, FakeTransport]:
