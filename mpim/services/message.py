@@ -19,10 +19,11 @@ from mpim.bus.pushes import Delivery, PushBatch, PushedMessage
 from mpim.errors import ErrorCode, MpimError
 from mpim.ids import SnowflakeIds
 from mpim.metrics.families import MessageMetrics
-from mpim.proto import common_pb2, group_pb2, message_pb2, presence_pb2, user_pb2
+from mpim.proto import common_pb2, group_pb2, message_pb2, user_pb2
 from mpim.proto.interfaces import GroupService, PresenceService, UserService
 from mpim.protocol.commands import HISTORY_MAX_LIMIT, ParseLimits, parse_text
 from mpim.services.clock import now_ms
+from mpim.services.routing import route_lookup
 from mpim.services.sending import SendOutcome, SendsBySubmit
 from mpim.store.failures import StoreUnavailable
 from mpim.store.messages import (
@@ -72,7 +73,7 @@ class MessageServiceImpl(SendsBySubmit):
         self._metrics = metrics if metrics is not None else MessageMetrics()
         self._users = users
         self._groups = groups
-        self._presence = presence
+        self._routes = route_lookup(presence)
         self._bus = bus
         self._ids = SnowflakeIds(worker_id)
         self._max_batch = max_batch
@@ -245,10 +246,7 @@ class MessageServiceImpl(SendsBySubmit):
 
     async def _push(self, stored: list[StoredMessage]) -> None:
         uids = {uid for s in stored for uid, _ in s.deliveries}
-        routes = await self._presence.GetRoutes(presence_pb2.GetRoutesRequest(uids=sorted(uids)))
-        gateways_of: dict[int, set[str]] = defaultdict(set)
-        for route in routes.routes:
-            gateways_of[route.uid].add(route.gateway_id)
+        gateways_of = await self._routes.gateways_of(uids)
         if not gateways_of:
             return
         batches: dict[str, PushBatch] = defaultdict(list)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from mpim.metrics.families import CacheMetrics, count_route_lookups
 from mpim.proto import common_pb2, presence_pb2
 
@@ -48,6 +50,16 @@ class MemoryPresenceService:
                 )
         count_route_lookups(self.metrics, hits, misses)
         return reply
+
+    async def gateways_of(self, uids: Collection[int]) -> dict[int, set[str]]:
+        """See mpim.services.routing: GetRoutes without a protobuf per route."""
+        gateways: dict[int, set[str]] = {}
+        for uid in uids:
+            routes = self._routes.get(uid)
+            if routes:
+                gateways[uid] = {gateway_id for gateway_id, _ in routes}
+        count_route_lookups(self.metrics, len(gateways), len(uids) - len(gateways))
+        return gateways
 
     async def DropGateway(self, request: presence_pb2.DropGatewayRequest) -> common_pb2.Empty:
         for uid in list(self._routes):

@@ -37,7 +37,7 @@ A conn_id must be unique across gateways (the gateway makes it
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -151,31 +151,44 @@ class RedisPresenceService:
         self, request: presence_pb2.GetRoutesRequest
     ) -> presence_pb2.GetRoutesReply:
         reply = presence_pb2.GetRoutesReply()
-        uids = list(dict.fromkeys(request.uids))
-        if not uids:
-            return reply
+        for uid, pairs in await self._live_routes(request.uids):
+            for gateway_id, conn_id in sorted(pairs):
+                reply.routes.add(uid=uid, gateway_id=gateway_id, conn_id=conn_id)
+        return reply
+
+    async def gateways_of(self, uids: Collection[int]) -> dict[int, set[str]]:
+        """See mpim.services.routing: GetRoutes without a protobuf per route."""
+        return {
+            uid: {gateway_id for gateway_id, _ in pairs}
+            for uid, pairs in await self._live_routes(uids)
+        }
+
+    async def _live_routes(self, uids: Iterable[int]) -> list[tuple[int, list[tuple[str, str]]]]:
+        """(uid, its (gateway_id, conn_id) pairs on live gateways), for each
+        connected uid; none while Redis is out."""
+        wanted = list(dict.fromkeys(uids))
+        if not wanted:
+            return []
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.time()
             pipe.zrange(self._gateways, 0, -1, withscores=True)
-            for uid in uids:
+            for uid in wanted:
                 pipe.hgetall(self.route_key(uid))
             results = await self._guarded(pipe.execute, "get routes")
         if results is None:
-            count_route_lookups(self.metrics, 0, len(uids))
-            return reply
+            count_route_lookups(self.metrics, 0, len(wanted))
+            return []
         (seconds, micros), deadlines, *hashes = results
         now_ms = seconds * 1000 + micros // 1000
         live = {_text(gw) for gw, deadline in deadlines if deadline > now_ms}
-        found = 0
-        for uid, routes in zip(uids, hashes, strict=True):
-            pairs = sorted((_text(gw), _text(conn)) for conn, gw in routes.items())
-            before = len(reply.routes)
-            for gateway_id, conn_id in pairs:
-                if gateway_id in live:
-                    reply.routes.add(uid=uid, gateway_id=gateway_id, conn_id=conn_id)
-            found += len(reply.routes) > before
-        count_route_lookups(self.metrics, found, len(uids) - found)
-        return reply
+        found: list[tuple[int, list[tuple[str, str]]]] = []
+        for uid, routes in zip(wanted, hashes, strict=True):
+            pairs = [(_text(gw), _text(conn)) for conn, gw in routes.items()]
+            pairs = [(gateway_id, conn_id) for gateway_id, conn_id in pairs if gateway_id in live]
+            if pairs:
+                found.append((uid, pairs))
+        count_route_lookups(self.metrics, len(found), len(wanted) - len(found))
+        return found
 
     async def DropGateway(self, request: presence_pb2.DropGatewayRequest) -> common_pb2.Empty:
         token = self.breaker.attempt()

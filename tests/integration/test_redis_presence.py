@@ -68,8 +68,14 @@ class Gateway:
 
 
 async def routes(presence: RedisPresenceService, *uids: int) -> set[tuple[int, str, str]]:
+    """GetRoutes' answer, checked against gateways_of (the push path's lookup)."""
     reply = await presence.GetRoutes(presence_pb2.GetRoutesRequest(uids=list(uids)))
-    return {(r.uid, r.gateway_id, r.conn_id) for r in reply.routes}
+    found = {(r.uid, r.gateway_id, r.conn_id) for r in reply.routes}
+    gateways: dict[int, set[str]] = {}
+    for uid, gateway_id, _ in found:
+        gateways.setdefault(uid, set()).add(gateway_id)
+    assert await presence.gateways_of(uids) == gateways
+    return found
 
 
 async def test_every_device_of_a_user_is_routed_across_gateways(
