@@ -28,10 +28,14 @@ logger = logging.getLogger(__name__)
 _PIPELINABLE = frozenset({c.Send, c.SendGroup})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Step:
     """What a line turned into: an immediate reply, a call to run, or a send
-    already queued (``pending``, whose reply line ``render`` makes)."""
+    already queued (``pending``, whose reply line ``render`` makes).
+
+    Never changed once made; not frozen, because a frozen dataclass costs
+    three times as much to build (1.05 against 0.36 µs), once per line.
+    """
 
     reply: str | None = None
     call: Callable[[], Coroutine[Any, Any, str | None]] | None = None
@@ -120,11 +124,21 @@ class Dispatcher:
         return Step(pending=pending, render=self._render_group_sent)
 
     def _send_renderer(self, name: str, prefix: str) -> Render:
-        # Bound once: an accepted send counts as an ok command and a sent message.
+        # An accepted send counts as an ok command and a sent message: in
+        # bulk, once per event-loop pass, not two locked adds per message.
         ok = self._metrics.command_counter(name, "ok")
         sent = self._metrics.sent
+        accepted = 0
+        loop: asyncio.AbstractEventLoop | None = None
+
+        def count() -> None:
+            nonlocal accepted
+            ok.inc(accepted)
+            sent.inc(accepted)
+            accepted = 0
 
         def render(future: asyncio.Future[Any]) -> str | None:
+            nonlocal accepted, loop
             try:
                 reply: SendOutcome = future.result()
             except MpimError as exc:
@@ -132,8 +146,11 @@ class Dispatcher:
             except Exception:
                 logger.exception("%s failed", name, extra={"command": name})
                 return self._error(ErrorCode.INTERNAL, name).reply
-            ok.inc()
-            sent.inc()
+            if not accepted:
+                if loop is None:
+                    loop = future.get_loop()
+                loop.call_soon(count)
+            accepted += 1
             return f"{prefix}{reply.msg_id}"
 
         return render

@@ -17,6 +17,8 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from mpim.metrics.hot import LoopHistogram
+
 # The *_created series double the output and nothing here reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -92,7 +94,7 @@ class GatewayMetrics:
             ["event"],
             registry=reg,
         )
-        self.push_latency = Histogram(
+        self.push_latency = LoopHistogram(
             "mpim_gateway_push_latency_seconds",
             "From the message's server timestamp to its push being written here",
             buckets=_LATENCY_BUCKETS,
