@@ -288,9 +288,10 @@ class RedisBus:
         self.stats.received += 1
         try:
             batch = from_proto(push_pb2.PushBatch.FromString(data))
-        except (DecodeError, BadPushBatch):
+        except (DecodeError, BadPushBatch) as exc:
             self.stats.bad_payloads += 1
-            logger.warning("bus: undecodable push batch on %s (%d bytes)", sub.channel, len(data))
+            reason = str(exc) or "undecodable"
+            logger.warning("bus: bad push batch on %s (%d B): %s", sub.channel, len(data), reason)
             return
         try:
             sub.handler(batch)

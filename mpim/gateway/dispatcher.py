@@ -19,7 +19,7 @@ from mpim.gateway.handlers import HANDLERS, GatewayContext
 from mpim.gateway.session import Render, Session
 from mpim.protocol import commands as c
 from mpim.protocol.commands import ParseLimits, split_command
-from mpim.services.sending import SendOutcome, SendSubmitter
+from mpim.services.sending import SendSubmitter, SentMessage
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,6 @@ class Dispatcher:
         ok = self._metrics.command_counter(name, "ok")
         sent = self._metrics.sent
         accepted = 0
-        loop: asyncio.AbstractEventLoop | None = None
 
         def count() -> None:
             nonlocal accepted
@@ -138,18 +137,16 @@ class Dispatcher:
             accepted = 0
 
         def render(future: asyncio.Future[Any]) -> str | None:
-            nonlocal accepted, loop
+            nonlocal accepted
             try:
-                reply: SendOutcome = future.result()
+                reply: SentMessage = future.result()
             except MpimError as exc:
                 return self._error(exc.code, name).reply
             except Exception:
                 logger.exception("%s failed", name, extra={"command": name})
                 return self._error(ErrorCode.INTERNAL, name).reply
             if not accepted:
-                if loop is None:
-                    loop = future.get_loop()
-                loop.call_soon(count)
+                future.get_loop().call_soon(count)
             accepted += 1
             return f"{prefix}{reply.msg_id}"
 

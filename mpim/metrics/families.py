@@ -262,7 +262,8 @@ ROUTE_KIND = "presence:route"
 
 
 def count_route_lookups(metrics: CacheMetrics, hits: int, misses: int) -> None:
-    """One GetRoutes call: a hit per uid with a live route, a miss per offline uid."""
+    """One route lookup (GetRoutes or gateways_of): a hit per uid with a live
+    route, a miss per offline uid."""
     if hits:
         metrics.lookup(ROUTE_KIND, hit=True, count=hits)
     if misses:

@@ -12,6 +12,7 @@ Observe only from the thread that scrapes (the event loop here).
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
@@ -24,8 +25,8 @@ class LoopHistogram:
     def __init__(
         self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
     ) -> None:
-        if list(buckets) != sorted(set(buckets)):
-            raise ValueError("buckets must increase")
+        if list(buckets) != sorted(set(buckets)) or not math.isfinite(buckets[-1]):
+            raise ValueError("buckets must increase and be finite (+Inf is implied)")
         self._name = name
         self._documentation = documentation
         self._bounds = [float(b) for b in buckets]

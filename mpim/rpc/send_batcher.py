@@ -16,7 +16,7 @@ from typing import Final
 from mpim.errors import ErrorCode, MpimError, error_code
 from mpim.proto import message_pb2
 from mpim.proto.clients import MessageServiceClient
-from mpim.services.sending import SendOutcome, SendsBySubmit
+from mpim.services.sending import SendsBySubmit, SentMessage
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +28,12 @@ class BatchingMessageClient(SendsBySubmit, MessageServiceClient):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._queue: list[tuple[message_pb2.SendItem, asyncio.Future[SendOutcome]]] = []
+        self._queue: list[tuple[message_pb2.SendItem, asyncio.Future[SentMessage]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     def submit_send(
         self, from_uid: int, to_uid: int, text: str, cid: str
-    ) -> asyncio.Future[SendOutcome]:
+    ) -> asyncio.Future[SentMessage]:
         """Queue a send now; the future resolves with its outcome in the batch."""
         request = message_pb2.SendRequest(
             from_uid=from_uid, to_uid=to_uid, text=text, client_msg_id=cid
@@ -42,15 +42,15 @@ class BatchingMessageClient(SendsBySubmit, MessageServiceClient):
 
     def submit_group_send(
         self, from_uid: int, group_id: int, text: str, cid: str
-    ) -> asyncio.Future[SendOutcome]:
+    ) -> asyncio.Future[SentMessage]:
         request = message_pb2.SendGroupRequest(
             from_uid=from_uid, group_id=group_id, text=text, client_msg_id=cid
         )
         return self._enqueue(message_pb2.SendItem(group=request))
 
-    def _enqueue(self, item: message_pb2.SendItem) -> asyncio.Future[SendOutcome]:
+    def _enqueue(self, item: message_pb2.SendItem) -> asyncio.Future[SentMessage]:
         # A caller that goes away cancels only its own future; the batch goes on.
-        future: asyncio.Future[SendOutcome] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[SentMessage] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="mpim-send-batcher")

@@ -24,7 +24,7 @@ from mpim.proto.interfaces import GroupService, PresenceService, UserService
 from mpim.protocol.commands import HISTORY_MAX_LIMIT, ParseLimits, parse_text
 from mpim.services.clock import now_ms
 from mpim.services.routing import route_lookup
-from mpim.services.sending import SendOutcome, SendsBySubmit
+from mpim.services.sending import SendsBySubmit, SentMessage
 from mpim.store.failures import StoreUnavailable
 from mpim.store.messages import (
     DIRECT,
@@ -78,7 +78,7 @@ class MessageServiceImpl(SendsBySubmit):
         self._ids = SnowflakeIds(worker_id)
         self._max_batch = max_batch
         self._limits = ParseLimits(max_text_bytes=max_text_bytes)
-        self._pending: list[tuple[NewMessage, asyncio.Future[SendOutcome]]] = []
+        self._pending: list[tuple[NewMessage, asyncio.Future[SentMessage]]] = []
         # With one writer (SQLite) delivered marks wait for the next commit of
         # sends rather than make their own: under load that halves the commits.
         self._pending_marks: list[tuple[int, int]] = []
@@ -118,7 +118,7 @@ class MessageServiceImpl(SendsBySubmit):
 
     def submit_send(
         self, from_uid: int, to_uid: int, text: str, cid: str
-    ) -> asyncio.Future[SendOutcome]:
+    ) -> asyncio.Future[SentMessage]:
         """Queue a send now; the future resolves after its commit (see SendsBySubmit)."""
         text = parse_text(text, self._limits)
         if to_uid == from_uid:
@@ -127,14 +127,14 @@ class MessageServiceImpl(SendsBySubmit):
 
     def submit_group_send(
         self, from_uid: int, group_id: int, text: str, cid: str
-    ) -> asyncio.Future[SendOutcome]:
+    ) -> asyncio.Future[SentMessage]:
         text = parse_text(text, self._limits)
         return self._submit(GROUP, from_uid, group_id, text, cid)
 
     async def SendBatch(self, request: message_pb2.SendBatchRequest) -> message_pb2.SendBatchReply:
         # Each item is queued before the first await, so the batch commits in
         # the order given.
-        queued: list[asyncio.Future[SendOutcome] | MpimError] = []
+        queued: list[asyncio.Future[SentMessage] | MpimError] = []
         for item in request.items:
             try:
                 if item.WhichOneof("item") == "group":
@@ -168,7 +168,7 @@ class MessageServiceImpl(SendsBySubmit):
         target: int,
         text: str,
         cid: str,
-    ) -> asyncio.Future[SendOutcome]:
+    ) -> asyncio.Future[SentMessage]:
         message = NewMessage(
             msg_id=self._ids.next_id(),
             kind=kind,
@@ -180,7 +180,7 @@ class MessageServiceImpl(SendsBySubmit):
         )
         # A caller that goes away cancels only its own future: the message
         # stays queued and the commit, awaited by the flush task, goes on.
-        future: asyncio.Future[SendOutcome] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[SentMessage] = asyncio.get_running_loop().create_future()
         self._pending.append((message, future))
         self._flush_soon()
         return future

@@ -54,11 +54,12 @@ class MemoryPresenceService:
     async def gateways_of(self, uids: Collection[int]) -> dict[int, set[str]]:
         """See mpim.services.routing: GetRoutes without a protobuf per route."""
         gateways: dict[int, set[str]] = {}
-        for uid in uids:
+        wanted = set(uids)
+        for uid in wanted:
             routes = self._routes.get(uid)
             if routes:
                 gateways[uid] = {gateway_id for gateway_id, _ in routes}
-        count_route_lookups(self.metrics, len(gateways), len(uids) - len(gateways))
+        count_route_lookups(self.metrics, len(gateways), len(wanted) - len(gateways))
         return gateways
 
     async def DropGateway(self, request: presence_pb2.DropGatewayRequest) -> common_pb2.Empty:

@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 from mpim.proto import message_pb2
 
 
-class SendOutcome(Protocol):
+class SentMessage(Protocol):
     """What a stored send resolves to (a SendReply is one)."""
 
     @property
@@ -34,11 +34,11 @@ class SendOutcome(Protocol):
 class SendSubmitter(Protocol):
     def submit_send(
         self, from_uid: int, to_uid: int, text: str, cid: str
-    ) -> asyncio.Future[SendOutcome]: ...
+    ) -> asyncio.Future[SentMessage]: ...
 
     def submit_group_send(
         self, from_uid: int, group_id: int, text: str, cid: str
-    ) -> asyncio.Future[SendOutcome]: ...
+    ) -> asyncio.Future[SentMessage]: ...
 
 
 class SendsBySubmit:
@@ -51,12 +51,12 @@ class SendsBySubmit:
 
     def submit_send(
         self, from_uid: int, to_uid: int, text: str, cid: str
-    ) -> asyncio.Future[SendOutcome]:
+    ) -> asyncio.Future[SentMessage]:
         raise NotImplementedError
 
     def submit_group_send(
         self, from_uid: int, group_id: int, text: str, cid: str
-    ) -> asyncio.Future[SendOutcome]:
+    ) -> asyncio.Future[SentMessage]:
         raise NotImplementedError
 
     async def Send(self, request: message_pb2.SendRequest) -> message_pb2.SendReply:
@@ -74,5 +74,5 @@ class SendsBySubmit:
         )
 
 
-def send_reply(outcome: SendOutcome) -> message_pb2.SendReply:
+def send_reply(outcome: SentMessage) -> message_pb2.SendReply:
     return message_pb2.SendReply(msg_id=outcome.msg_id, duplicate=outcome.duplicate)

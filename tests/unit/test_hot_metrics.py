@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
+import mpim.metrics.families  # noqa: F401  (MPIM's processes export no *_created series)
 from mpim.metrics.hot import LoopHistogram
 
 BUCKETS = (0.0005, 0.001, 0.01, 0.5, 10.0)
@@ -26,6 +27,7 @@ def test_the_same_series_as_a_prometheus_histogram() -> None:
     assert ours == theirs
 
 
-def test_buckets_must_increase() -> None:
-    with pytest.raises(ValueError):
-        LoopHistogram("mpim_t", "doc", buckets=(1.0, 0.5), registry=CollectorRegistry())
+def test_buckets_must_increase_and_end_before_infinity() -> None:
+    for buckets in [(1.0, 0.5), (0.5, 0.5), (0.5, float("inf"))]:
+        with pytest.raises(ValueError):
+            LoopHistogram("mpim_t", "doc", buckets=buckets, registry=CollectorRegistry())

@@ -21,7 +21,7 @@ async def test_gateways_of_agrees_with_get_routes() -> None:
     await presence.Disconnect(presence_pb2.ConnectionRef(uid=2, gateway_id="gw2", conn_id="d"))
 
     expected = {1: {"gw1", "gw2"}}
-    assert await presence.gateways_of([1, 2, 3]) == expected
+    assert await presence.gateways_of([1, 2, 3, 3]) == expected  # 3 is asked twice
     assert await RoutesByRpc(presence).gateways_of([1, 2, 3]) == expected
     assert presence.metrics.totals() == (2, 4)
 
