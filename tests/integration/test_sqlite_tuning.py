@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 from mpim.store import rawsql
 from mpim.store.database import SQLITE_PAGE_SIZE, WAL_CHECKPOINT_BYTES, Database
@@ -53,13 +53,22 @@ async def test_an_existing_database_keeps_its_page_size(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def statements() -> Iterator[list[str]]:
-    """The SQL text of every statement run in this process meanwhile."""
+def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The SQL text of every statement run in this process meanwhile: through
+    SQLAlchemy, and through ``rawsql.run``, which on SQLite goes to the
+    driver directly."""
     seen: list[str] = []
 
     def note(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
         seen.append(sql)
 
+    run = rawsql.run
+
+    def noted_run(conn: Connection, sql: str, params: Sequence[Any]) -> Any:
+        seen.append(sql)
+        return run(conn, sql, params)
+
+    monkeypatch.setattr(rawsql, "run", noted_run)
     event.listen(Engine, "before_cursor_execute", note)
     yield seen
     event.remove(Engine, "before_cursor_execute", note)

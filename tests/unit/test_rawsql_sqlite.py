@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import create_engine, event, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from mpim.store import rawsql
+from mpim.store.failures import is_conflict
 from mpim.store.schema import chat_groups, group_members, inbox_delivered, inbox_state, metadata
 
 
@@ -74,3 +77,26 @@ def test_a_floor_held_back_by_a_hole_reads_nothing_until_the_hole_is_marked() ->
         floor = conn.execute(select(inbox_state.c.pull_floor)).scalar_one()
         held = conn.execute(select(inbox_delivered.c.seq)).scalars().all()
     assert floor == 1501 and held == [1600]
+
+
+def test_driver_errors_come_as_sqlalchemys_and_keep_their_parameters_hidden() -> None:
+    # rawsql.run skips SQLAlchemy on SQLite: failures must still be told apart
+    # by SQLAlchemy's classes (store/failures.py), and no value may reach a log.
+    engine = create_engine("sqlite://", hide_parameters=True)
+    metadata.create_all(engine)
+    with engine.connect() as conn:
+        rawsql.insert_rows(conn, "inbox_delivered", ("uid", "seq"), [(1, 424242)])
+        with pytest.raises(IntegrityError) as caught:
+            rawsql.insert_rows(conn, "inbox_delivered", ("uid", "seq"), [(1, 424242)])
+        assert "424242" not in str(caught.value)
+        assert is_conflict(caught.value)
+
+
+def test_reads_on_a_fresh_connection_share_one_transaction() -> None:
+    # As SQLAlchemy's autobegin would: the first statement opens a transaction.
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    with engine.connect() as conn:
+        assert not conn.in_transaction()
+        assert rawsql.sqlite_last_seqs(conn, [1]) == []
+        assert conn.in_transaction()
