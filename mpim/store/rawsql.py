@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import Connection
@@ -117,7 +118,7 @@ def insert_rows(
     verb, tail = _INSERT_IGNORING[conn.dialect.name] if ignore else ("INSERT INTO", "")
     head = f"{verb} {table} ({', '.join(columns)}) VALUES "
     for chunk in _row_pieces(conn, rows):
-        params = tuple(value for row in chunk for value in row)
+        params = tuple(chain.from_iterable(chunk))
         run(conn, head + ", ".join([one] * len(chunk)) + tail, params)
 
 
@@ -146,7 +147,7 @@ def cid_owners(conn: Connection, pairs: Sequence[tuple[int, str]]) -> list[tuple
         rows = run(
             conn,
             f"SELECT sender, client_msg_id, msg_id FROM messages WHERE {where}",
-            tuple(value for pair in chunk for value in pair),
+            tuple(chain.from_iterable(chunk)),
         )
         found.extend((int(sender), str(cid), int(msg_id)) for sender, cid, msg_id in rows)
     return found
@@ -216,7 +217,7 @@ def raise_pull_floors(conn: Connection, tops: Sequence[tuple[int, int]]) -> None
             conn,
             f"UPDATE inbox_state SET pull_floor = "
             f"{larger}(pull_floor, CASE uid {cases} ELSE pull_floor END) WHERE uid IN ({keys})",
-            (*(v for pair in chunk for v in pair), *uids),
+            (*chain.from_iterable(chunk), *uids),
         )
 
 
@@ -229,7 +230,7 @@ def drop_passed_marks(conn: Connection, floors: Sequence[tuple[int, int]]) -> No
         run(
             conn,
             f"DELETE FROM inbox_delivered WHERE {where}",
-            tuple(v for pair in chunk for v in pair),
+            tuple(chain.from_iterable(chunk)),
         )
 
 
@@ -311,7 +312,7 @@ def sqlite_set_state(conn: Connection, column: str, values: Sequence[tuple[int, 
             conn,
             f"UPDATE inbox_state SET {column} = v.column2 FROM (VALUES {pairs}) AS v "
             "WHERE inbox_state.uid = v.column1",
-            tuple(value for pair in chunk for value in pair),
+            tuple(chain.from_iterable(chunk)),
         )
 
 
