@@ -48,6 +48,7 @@ class Coordinator:
         self.view = view
         self.deadline = deadline
         self.samples = Samples()
+        self._sampled_at = -TICK  # monotonic time of the last sample
         self._progress: dict[int, Progress] = {}
         ctx = multiprocessing.get_context("spawn")
         self._conns: list[Connection] = []
@@ -109,9 +110,9 @@ class Coordinator:
     def sample(self) -> None:
         if self.probe is None:
             return
+        self._sampled_at = time.monotonic()
         now = time.time_ns()
-        rss = self.probe.rss_kb()
-        cpu = self.probe.cpu_seconds()
+        rss, cpu = self.probe.read()
         if rss is not None:
             self.samples.rss_kb.append((now, rss))
         if cpu is not None:
@@ -157,7 +158,11 @@ class Coordinator:
         return kind, payload
 
     def _tick(self) -> None:
-        self.sample()
+        # Ticks come with every progress message too; a sample reads /proc
+        # (every process's stat file, for the server's children), and the
+        # load tool shares the cores with the server: once per TICK is plenty.
+        if time.monotonic() - self._sampled_at >= TICK:
+            self.sample()
         self.view.update(self.progress())
 
     def _check_deadline(self, doing: str) -> None:

@@ -119,6 +119,12 @@ class ServerProbe:
     def cpu_seconds(self) -> float | None:
         return _sum(read_cpu_seconds, self.pids, self.children())
 
+    def read(self) -> tuple[int | None, float | None]:
+        """(RSS in KiB, CPU seconds), finding the children once for both:
+        finding them reads every process's stat file."""
+        children = self.children()
+        return _sum(read_rss_kb, self.pids, children), _sum(read_cpu_seconds, self.pids, children)
+
 
 def _sum(read: Callable[[int], T | None], pids: Sequence[int], children: Sequence[int]) -> T | None:
     """The servers' figures summed (None if one is gone), plus the children still there."""
