@@ -61,21 +61,12 @@ def is_message_line(line: str) -> bool:
 
 def format_message(message: common_pb2.Message, seq: int) -> str:
     """The line a reader with inbox sequence ``seq`` sees for ``message``."""
-    head, tail = message_line_parts(message)
-    return f"{head}{seq}{tail}"
-
-
-def message_line_parts(message: common_pb2.Message) -> tuple[str, str]:
-    """(head, tail): every recipient's line is head + its seq + tail."""
     group = message.kind == common_pb2.MESSAGE_KIND_GROUP
-    return line_parts(
-        message.id,
-        message.kind,
-        message.from_uid,
-        message.group_id if group else message.to_uid,
-        message.ts_ms,
-        message.text,
+    target = message.group_id if group else message.to_uid
+    head, tail = line_parts(
+        message.id, message.kind, message.from_uid, target, message.ts_ms, message.text
     )
+    return f"{head}{seq}{tail}"
 
 
 def line_parts(

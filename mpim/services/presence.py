@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 from mpim.metrics.families import CacheMetrics, count_route_lookups
 from mpim.proto import common_pb2, presence_pb2
@@ -37,30 +37,26 @@ class MemoryPresenceService:
         self, request: presence_pb2.GetRoutesRequest
     ) -> presence_pb2.GetRoutesReply:
         reply = presence_pb2.GetRoutesReply()
-        hits = misses = 0
-        for uid in dict.fromkeys(request.uids):
-            routes = self._routes.get(uid)
-            if not routes:
-                misses += 1
-                continue
-            hits += 1
+        for uid, routes in self._connected(request.uids):
             for gateway_id, conn_id in sorted(routes):
                 reply.routes.append(
                     presence_pb2.ConnectionRef(uid=uid, gateway_id=gateway_id, conn_id=conn_id)
                 )
-        count_route_lookups(self.metrics, hits, misses)
         return reply
 
     async def gateways_of(self, uids: Collection[int]) -> dict[int, set[str]]:
         """See mpim.services.routing: GetRoutes without a protobuf per route."""
-        gateways: dict[int, set[str]] = {}
-        wanted = set(uids)
-        for uid in wanted:
-            routes = self._routes.get(uid)
-            if routes:
-                gateways[uid] = {gateway_id for gateway_id, _ in routes}
-        count_route_lookups(self.metrics, len(gateways), len(wanted) - len(gateways))
-        return gateways
+        return {
+            uid: {gateway_id for gateway_id, _ in routes} for uid, routes in self._connected(uids)
+        }
+
+    def _connected(self, uids: Iterable[int]) -> list[tuple[int, set[tuple[str, str]]]]:
+        """(uid, its (gateway_id, conn_id) routes) for each connected uid, each
+        asked once; counted as route lookups."""
+        wanted = dict.fromkeys(uids)
+        found = [(uid, routes) for uid in wanted if (routes := self._routes.get(uid))]
+        count_route_lookups(self.metrics, len(found), len(wanted) - len(found))
+        return found
 
     async def DropGateway(self, request: presence_pb2.DropGatewayRequest) -> common_pb2.Empty:
         for uid in list(self._routes):
