@@ -19,7 +19,6 @@ GROUP_NAME_MAX_CHARS: Final = 64
 GROUP_DESCRIPTION_MAX_CHARS: Final = 512
 DEFAULT_MAX_TEXT_BYTES: Final = 16 * 1024
 
-_ID_RE: Final = re.compile(r"[1-9][0-9]{0,18}")
 _SEQ_RE: Final = re.compile(r"0|[1-9][0-9]{0,18}")
 _USERNAME_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 _CID_RE: Final = re.compile(r"[A-Za-z0-9_\-]{1,64}")
@@ -37,7 +36,9 @@ class ParseLimits:
 
 def parse_id(token: str, code: ErrorCode) -> int:
     """A positive 63-bit decimal id, or ``code``."""
-    if not _ID_RE.fullmatch(token):
+    # String tests, not a regex: every SEND parses one (0.25 against 0.64 µs).
+    # isascii() first: isdigit() alone would take other scripts' digits.
+    if not (token.isascii() and token.isdigit()) or token[0] == "0" or len(token) > 19:
         raise MpimError(code)
     value = int(token)
     if value > MAX_ID:
@@ -66,7 +67,10 @@ def parse_password(token: str) -> str:
 def parse_text(text: str, limits: ParseLimits) -> str:
     if not text:
         raise MpimError(ErrorCode.EMPTY_TEXT)
-    if len(text) > limits.max_text_bytes or len(text.encode()) > limits.max_text_bytes:
+    # A character is at most 4 bytes of UTF-8: most texts need no encoding
+    # to know they fit.
+    n, limit = len(text), limits.max_text_bytes
+    if n * 4 > limit and (n > limit or len(text.encode()) > limit):
         raise MpimError(ErrorCode.TEXT_TOO_LONG)
     return text
 
@@ -88,22 +92,17 @@ def split_rest(args: str, fixed: int) -> tuple[list[str], str]:
     The rest starts at the first non-space after the last fixed token and keeps
     inner and trailing spaces. It is "" when absent.
     """
+    # str methods, not a loop over characters: SEND and SENDGROUP split one
+    # token off every message (0.5 against 1.5 µs).
     tokens: list[str] = []
-    pos = 0
-    n = len(args)
+    rest = args
     for _ in range(fixed):
-        while pos < n and args[pos] == " ":
-            pos += 1
-        if pos >= n:
+        rest = rest.lstrip(" ")
+        if not rest:
             raise MpimError(ErrorCode.MISSING_ARGUMENT)
-        end = args.find(" ", pos)
-        if end < 0:
-            end = n
-        tokens.append(args[pos:end])
-        pos = end
-    while pos < n and args[pos] == " ":
-        pos += 1
-    return tokens, args[pos:]
+        token, _, rest = rest.partition(" ")
+        tokens.append(token)
+    return tokens, rest.lstrip(" ")
 
 
 class Command:
@@ -190,7 +189,10 @@ class Logout(Command):
     NAME: ClassVar[str] = "LOGOUT"
 
 
-@dataclass(frozen=True, slots=True)
+# Send and SendGroup are not frozen, unlike the other commands: one is built
+# per message, and a frozen dataclass costs twice as much to build (0.51
+# against 0.28 µs). Nothing changes a command once parsed.
+@dataclass(slots=True)
 class Send(Command):
     NAME: ClassVar[str] = "SEND"
     ACCEPTS_CID: ClassVar[bool] = True
@@ -203,7 +205,7 @@ class Send(Command):
         return cls(parse_id(uid, ErrorCode.BAD_UID), parse_text(text, limits))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendGroup(Command):
     NAME: ClassVar[str] = "SENDGROUP"
     ACCEPTS_CID: ClassVar[bool] = True

@@ -40,6 +40,11 @@ def test_send_errors() -> None:
     assert err("SEND -1 hi") is ErrorCode.BAD_UID
     assert err("SEND 9223372036854775808 hi") is ErrorCode.BAD_UID
     assert err("SEND ５ hi") is ErrorCode.BAD_UID  # noqa: RUF001
+    assert err("SEND ٣ hi") is ErrorCode.BAD_UID  # another script's digit
+    assert err("SEND 05 hi") is ErrorCode.BAD_UID
+    assert err("SEND +5 hi") is ErrorCode.BAD_UID
+    assert err("SEND 1_0 hi") is ErrorCode.BAD_UID  # int() would take it
+    assert err("SEND 12345678901234567890 hi") is ErrorCode.BAD_UID
     assert parse_request("SEND 9223372036854775807 hi").command == c.Send(2**63 - 1, "hi")
 
 
@@ -48,6 +53,9 @@ def test_text_limit_counts_utf8_bytes() -> None:
     assert parse_request("SEND 1 abcd", limits).command == c.Send(1, "abcd")
     assert err("SEND 1 abcde", limits) is ErrorCode.TEXT_TOO_LONG
     assert err("SEND 1 éé€", limits) is ErrorCode.TEXT_TOO_LONG
+    # Short enough in characters that no encoding can pass the limit.
+    assert parse_request("SEND 1 €€", ParseLimits(max_text_bytes=8)).command == c.Send(1, "€€")
+    assert err("SEND 1 €€€", ParseLimits(max_text_bytes=8)) is ErrorCode.TEXT_TOO_LONG
 
 
 def test_cid_prefix_only_on_sends() -> None:
