@@ -28,7 +28,13 @@ class SnowflakeIds:
         self._sequence = 0
 
     def next_id(self) -> int:
-        now = int(time.time() * 1000) - EPOCH_MS
+        return self.next_id_at()[0]
+
+    def next_id_at(self) -> tuple[int, int]:
+        """An id and the unix time in ms it was made at: one clock read gives a
+        message both its id and its timestamp."""
+        wall_ms = int(time.time() * 1000)
+        now = wall_ms - EPOCH_MS
         if now > self._last_ms:
             self._last_ms = now
             self._sequence = 0
@@ -38,7 +44,10 @@ class SnowflakeIds:
             self._sequence = (self._sequence + 1) & _SEQUENCE_MASK
             if self._sequence == 0:
                 self._last_ms += 1
-        return (self._last_ms << (WORKER_BITS + SEQUENCE_BITS)) | self._worker | self._sequence
+        return (
+            (self._last_ms << (WORKER_BITS + SEQUENCE_BITS)) | self._worker | self._sequence,
+            wall_ms,
+        )
 
 
 def timestamp_ms(message_id: int) -> int:

@@ -71,7 +71,7 @@ class Dispatcher:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             return self._error(ErrorCode.INVALID_UTF8, _UNPARSED)
-        if not text.strip(" "):
+        if not text or (text[0] == " " and not text.strip(" ")):
             return _IGNORED  # empty and blank lines are ignored
         if "\x00" in text:
             return self._error(ErrorCode.INVALID_CHARACTER, _UNPARSED)

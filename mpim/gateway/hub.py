@@ -133,15 +133,25 @@ class SessionHub:
         latency = self._metrics.push_latency
         by_uid = self._by_uid
         marks = self._marks
-        offer = self.order.offer if self.order is not None else self._deliver
+        order = self.order
         for delivery in batch:
             m = delivery.message
             head, tail = line_parts(m.msg_id, m.kind, m.from_uid, m.target, m.ts_ms, m.text)
             taken = False
             for uid, seq in zip(delivery.uids, delivery.seqs, strict=True):
-                if uid not in by_uid:
+                sessions = by_uid.get(uid)
+                if sessions is None:
                     continue
-                if offer(uid, seq, f"{head}{seq}{tail}"):
+                line = f"{head}{seq}{tail}"
+                if order is not None:
+                    written = order.offer(uid, seq, line)
+                elif type(sessions) is Session:
+                    # A user on one device: _deliver inlined, once per push.
+                    written = sessions.push(seq, line)
+                    self.pushed += written
+                else:
+                    written = self._deliver(uid, seq, line)
+                if written:
                     taken = True
                     if record:
                         marks.append((uid, seq))

@@ -56,6 +56,7 @@ class Session:
     """A connected client: login state, ordered command execution, output."""
 
     __slots__ = (
+        "_armed",
         "_closing",
         "_dispatch",
         "_flush_scheduled",
@@ -117,6 +118,8 @@ class Session:
         # Started commands, oldest first, with what renders each one's reply
         # (None: the future's result is the line); written strictly in order.
         self._inflight: deque[tuple[asyncio.Future[Any], Render | None]] | None = None
+        # The one started command whose completion writes the replies (see _arm).
+        self._armed: asyncio.Future[Any] | None = None
         # The command loop while lines are queued (None when idle); once the
         # session ends, its last loop, which runs the close.
         self._task: asyncio.Task[None] | None = None
@@ -335,21 +338,38 @@ class Session:
         if inflight is None:
             inflight = self._inflight = deque()
         inflight.append((future, render))
-        future.add_done_callback(self._write_ready_replies)
+        if len(inflight) == 1:
+            self._arm(future)
         return inflight
+
+    def _arm(self, head: asyncio.Future[Any]) -> None:
+        """Only the oldest started command has the done callback: no reply can
+        be written before its reply, and the callback writes every reply ready
+        by then. A burst of sends that commit together costs one callback and
+        one write, not one of each per send."""
+        if head is not self._armed:
+            self._armed = head
+            head.add_done_callback(self._write_ready_replies)
 
     def _write_ready_replies(self, _: object = None) -> None:
         inflight = self._inflight
         if inflight is None:
             return
+        lines: list[str] = []
         while inflight and inflight[0][0].done():
             future, render = inflight.popleft()
             if future.cancelled():
                 continue
             reply = future.result() if render is None else render(future)
             if reply is not None:
-                self.write_line(reply)
-        if not inflight and self._task is None:
+                lines.append(reply)
+        if lines:
+            self.write_lines(lines)
+        if inflight:
+            self._arm(inflight[0][0])
+            return
+        self._armed = None  # an idle connection keeps no finished future
+        if self._task is None:
             self._inflight = None
 
     async def _drain(self) -> None:
@@ -493,12 +513,17 @@ class Session:
                 self._drop_slow_consumer(self._held_bytes)
                 return False
             return True
-        return self._write_push([line])
+        self._queue_output(f"{line}\n".encode())  # one line: write_lines inlined
+        return self._keeps_up()
 
     def _write_push(self, lines: list[str]) -> bool:
         if self.closed:
             return False
         self.write_lines(lines)
+        return self._keeps_up()
+
+    def _keeps_up(self) -> bool:
+        """False (and the connection dropped) once its unsent output passes the limit."""
         limit = self._settings.max_output_bytes
         # The exact size costs a call into the transport: asked only when the
         # bound says the limit might be passed (a fan-out pushes to thousands).

@@ -22,7 +22,6 @@ from mpim.metrics.families import MessageMetrics
 from mpim.proto import common_pb2, group_pb2, message_pb2, user_pb2
 from mpim.proto.interfaces import GroupService, PresenceService, UserService
 from mpim.protocol.commands import HISTORY_MAX_LIMIT, ParseLimits, parse_text
-from mpim.services.clock import now_ms
 from mpim.services.routing import route_lookup
 from mpim.services.sending import SendsBySubmit, SentMessage
 from mpim.store.failures import StoreUnavailable
@@ -169,15 +168,8 @@ class MessageServiceImpl(SendsBySubmit):
         text: str,
         cid: str,
     ) -> asyncio.Future[SentMessage]:
-        message = NewMessage(
-            msg_id=self._ids.next_id(),
-            kind=kind,
-            sender=sender,
-            target=target,
-            ts_ms=now_ms(),
-            text=text,
-            cid=cid or None,
-        )
+        msg_id, ts_ms = self._ids.next_id_at()
+        message = NewMessage(msg_id, kind, sender, target, ts_ms, text, cid or None)
         # A caller that goes away cancels only its own future: the message
         # stays queued and the commit, awaited by the flush task, goes on.
         future: asyncio.Future[SentMessage] = asyncio.get_running_loop().create_future()

@@ -33,8 +33,10 @@ class FakeTransport:
         self.aborted = False
         self.reading = True
         self.pauses = 0
+        self.writes = 0
 
     def write(self, data: bytes) -> None:
+        self.writes += 1
         self.written += data.decode().splitlines()
 
     def close(self) -> None:
@@ -62,6 +64,8 @@ class Script:
         self.gate = asyncio.Event()
         self.gate.set()
         self.executed: list[str] = []
+        # QUEUED <n>: a send already queued, answered when the test resolves it.
+        self.queued: dict[str, asyncio.Future[str]] = {}
 
     def __call__(self, session: Session, raw: bytes) -> Step:
         line = raw.decode()
@@ -76,6 +80,9 @@ class Script:
 
             return Step(call=auth)
         word, _, arg = line.partition(" ")
+        if word == "QUEUED":
+            future = self.queued[arg] = asyncio.get_running_loop().create_future()
+            return Step(pending=future)
 
         async def wait_then(reply: str) -> str:
             await self.gate.wait()
@@ -146,6 +153,40 @@ async def test_pipelined_replies_stay_in_order_when_the_loop_goes_idle_between()
     assert transport.written == ["+OK msg_id=1", "+OK msg_id=2", "+OK pong"]
     await settle()
     assert is_idle(session)
+
+
+async def test_queued_sends_answer_in_order_in_one_write_whatever_order_they_commit() -> None:
+    script = Script()
+    session, transport, _ = make_session(script)
+    session.feed([b"QUEUED 1", b"QUEUED 2", b"QUEUED 3", b"PING"])
+    for n in ("3", "2"):  # the later sends are done first: nothing may be written
+        script.queued[n].set_result(f"+OK msg_id={n}")
+    await settle()
+    assert transport.written == []
+    script.queued["1"].set_result("+OK msg_id=1")
+    await until(lambda: len(transport.written) == 4)
+    assert transport.written == ["+OK msg_id=1", "+OK msg_id=2", "+OK msg_id=3", "+OK pong"]
+    assert transport.writes == 1
+    await settle()
+    assert is_idle(session)
+    assert session._armed is None  # an idle session holds no finished future
+
+
+async def test_a_cancelled_queued_send_is_skipped_and_the_rest_still_answer() -> None:
+    script = Script()
+    session, transport, _ = make_session(script)
+    session.feed([b"QUEUED 1", b"QUEUED 2"])
+    script.queued["2"].set_result("+OK msg_id=2")
+    script.queued["1"].cancel()
+    await until(lambda: transport.written == ["+OK msg_id=2"])
+    session.feed([b"QUEUED 3"])  # a new first send after the connection went idle
+    script.queued["3"].set_result("+OK msg_id=3")
+    await until(lambda: len(transport.written) == 2)
+    assert transport.written == ["+OK msg_id=2", "+OK msg_id=3"]
+    session.feed([b"QUEUED 4", b"QUEUED 5"])
+    for n in ("4", "5"):  # in order, one at a time: each answers on its own
+        script.queued[n].set_result(f"+OK msg_id={n}")
+        await until(lambda n=n: transport.written[-1] == f"+OK msg_id={n}")
 
 
 async def test_a_command_after_pipelined_sends_runs_after_their_replies() -> None:
