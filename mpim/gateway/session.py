@@ -200,7 +200,8 @@ class Session:
                         self._reply_in_order(step.reply)
                 else:
                     return [step, *lines[i + 1 :]]
-                self._after_command()
+                if self._login_timer is not None:  # the call is skipped once it is gone
+                    self._after_command()
                 inflight = self._inflight
                 if (
                     self._closing
