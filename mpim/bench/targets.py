@@ -140,7 +140,9 @@ def verdict(target: Target, value: float | None) -> str:
             return f"met (+{(value / target.goal - 1) * 100:.0f} %)"
         short = (1 - value / target.goal) * 100
         factor = target.goal / value if value > 0 else float("inf")
-        return f"missed by {short:.0f} % (needs {factor:.1f}x)"
+        # Two decimals near the goal: a 2 % miss must not read "needs 1.0x".
+        shown = f"{factor:.2f}" if factor < 1.1 else f"{factor:.1f}"
+        return f"missed by {short:.0f} % (needs {shown}x)"
     if value <= target.goal:
         return f"met ({(1 - value / target.goal) * 100:.0f} % under)"
     return f"missed: {value / target.goal:.1f}x the limit"

@@ -17,6 +17,7 @@ LIMIT = Target("y", "k", "latency.e2e.p99", "<=", 20, "ms")
 def test_verdicts_say_by_how_much() -> None:
     assert verdict(GOAL, 1500) == "met (+50 %)"
     assert verdict(GOAL, 250) == "missed by 75 % (needs 4.0x)"
+    assert verdict(GOAL, 980) == "missed by 2 % (needs 1.02x)"
     assert verdict(LIMIT, 10) == "met (50 % under)"
     assert verdict(LIMIT, 50) == "missed: 2.5x the limit"
     assert verdict(GOAL, None) == "no result"
