@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Collection
+from typing import Protocol, runtime_checkable
 
 from mpim.bus.pushes import PushBatch
 
 PushHandler = Callable[[PushBatch], None]
+# Called with a barrier's token, in order with the pushes around it.
+BarrierHandler = Callable[[str], None]
 
 
 class Bus(Protocol):
@@ -18,6 +20,17 @@ class Bus(Protocol):
 
     async def publish(self, gateway_id: str, batch: PushBatch) -> None: ...
 
-    async def subscribe(self, gateway_id: str, handler: PushHandler) -> None: ...
+    async def subscribe(
+        self, gateway_id: str, handler: PushHandler, on_barrier: BarrierHandler | None = None
+    ) -> None: ...
 
     async def unsubscribe(self, gateway_id: str) -> None: ...
+
+
+@runtime_checkable
+class BarrierBus(Protocol):
+    """A bus that carries mark barriers (see ``gateway/pull_barrier.py``)."""
+
+    async def barrier(self, gateway_ids: Collection[str], timeout: float) -> set[str]: ...
+
+    async def answer_barrier(self, token: str, gateway_id: str) -> None: ...

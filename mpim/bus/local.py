@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from mpim.bus.base import PushHandler
+from mpim.bus.base import BarrierHandler, PushHandler
 from mpim.bus.pushes import PushBatch
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,10 @@ class LocalBus:
             return
         handler(batch)
 
-    async def subscribe(self, gateway_id: str, handler: PushHandler) -> None:
+    async def subscribe(
+        self, gateway_id: str, handler: PushHandler, on_barrier: BarrierHandler | None = None
+    ) -> None:
+        # One process, one gateway: nobody else's PULL needs its marks first.
         self._handlers[gateway_id] = handler
 
     async def unsubscribe(self, gateway_id: str) -> None:

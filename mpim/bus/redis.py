@@ -15,6 +15,12 @@ Each subscription has a reader task that owns one pub/sub connection. When
 Redis goes away it logs once, reconnects with capped exponential back-off and
 subscribes again; pushes published meanwhile are lost (see above). An idle
 connection is PINGed so a silently dead one is noticed too.
+
+Mark barriers (``gateway/pull_barrier.py``): a gateway that answers them also
+subscribes ``{key_prefix}marks-barrier:{gateway_id}`` on the same pub/sub
+connection, so a barrier reaches it after every push Redis took before it.
+The asker publishes a token there and waits (BLPOP) for each gateway to push
+its id onto ``{key_prefix}marks-barrier-ack:{token}``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +38,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from mpim.bus.base import PushHandler
+from mpim.bus.base import BarrierHandler, PushHandler
 from mpim.bus.pushes import BadPushBatch, PushBatch, from_proto, to_proto
 from mpim.proto import push_pb2
 from mpim.redisconn import (
@@ -55,6 +62,7 @@ class BusStats:
     received: int = 0
     bad_payloads: int = 0
     handler_errors: int = 0
+    barriers_answered: int = 0
 
 
 @dataclass(eq=False)
@@ -63,6 +71,8 @@ class _Subscription:
     channel: str
     handler: PushHandler
     breaker: Breaker
+    on_barrier: BarrierHandler | None = None
+    barrier_channel: str = ""
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -115,6 +125,65 @@ class RedisBus:
 
     def channel(self, gateway_id: str) -> str:
         return f"{self._prefix}push:{gateway_id}"
+
+    def barrier_channel(self, gateway_id: str) -> str:
+        return f"{self._prefix}marks-barrier:{gateway_id}"
+
+    def _barrier_acks(self, token: str) -> str:
+        return f"{self._prefix}marks-barrier-ack:{token}"
+
+    # -- mark barriers ----------------------------------------------------------
+
+    async def barrier(self, gateway_ids: Collection[str], timeout: float) -> set[str]:
+        """Ask each gateway to store the marks of what it has written; returns
+        those that did not answer within ``timeout``.
+
+        A gateway not subscribed to its barrier channel (gone, or not one that
+        answers) is not waited for: PUBLISH says how many heard it. On a Redis
+        error nobody is waited for further; the caller goes on without.
+        """
+        if not gateway_ids:
+            return set()
+        token = secrets.token_hex(8)
+        acks = self._barrier_acks(token)
+        asked = sorted(set(gateway_ids))
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for gateway_id in asked:
+                    pipe.publish(self.barrier_channel(gateway_id), token)
+                heard = await pipe.execute()
+            waiting = {gw for gw, listeners in zip(asked, heard, strict=True) if listeners}
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            # Each BLPOP must end before the client's read timeout would.
+            read_timeout = self._redis.connection_pool.connection_kwargs.get("socket_timeout")
+            longest = (read_timeout or 1.0) / 2
+            while waiting:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                # Never 0, which BLPOP takes as "forever".
+                answer = await self._redis.blpop([acks], timeout=max(min(left, longest), 0.01))
+                if answer is not None:
+                    waiting.discard(_text(answer[1]))
+            return waiting
+        except REDIS_ERRORS as exc:
+            logger.warning("bus: mark barrier failed (%s); PULL goes on without it", exc)
+            return set(asked)
+
+    async def answer_barrier(self, token: str, gateway_id: str) -> None:
+        """This gateway's marks are stored: tell the asker (who waits at most
+        its timeout; the list expires after a minute either way)."""
+        acks = self._barrier_acks(token)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(acks, gateway_id)
+                pipe.expire(acks, 60)
+                await pipe.execute()
+        except REDIS_ERRORS as exc:
+            logger.warning("bus: could not answer mark barrier %s: %s", token, exc)
+            return
+        self.stats.barriers_answered += 1
 
     # -- publishing -------------------------------------------------------------
 
@@ -176,8 +245,11 @@ class RedisBus:
 
     # -- subscribing ------------------------------------------------------------
 
-    async def subscribe(self, gateway_id: str, handler: PushHandler) -> None:
-        """Start delivering ``gateway_id``'s batches to ``handler``.
+    async def subscribe(
+        self, gateway_id: str, handler: PushHandler, on_barrier: BarrierHandler | None = None
+    ) -> None:
+        """Start delivering ``gateway_id``'s batches to ``handler``, and its
+        mark barriers' tokens to ``on_barrier`` if given.
 
         Waits (at most ``subscribe_wait_seconds``) for Redis to confirm, so
         pushes published after this returns are seen; if Redis is down the
@@ -192,6 +264,8 @@ class RedisBus:
             self.channel(gateway_id),
             handler,
             Breaker(f"bus subscription {gateway_id}", logger, self._retry_interval),
+            on_barrier,
+            self.barrier_channel(gateway_id),
         )
         self._subs[gateway_id] = sub
         sub.task = asyncio.get_running_loop().create_task(
@@ -255,7 +329,12 @@ class RedisBus:
 
     async def _listen(self, sub: _Subscription, pubsub: PubSub) -> None:
         """Subscribe and deliver until the connection fails (raises)."""
-        await pubsub.subscribe(sub.channel)
+        if sub.on_barrier is None:
+            await pubsub.subscribe(sub.channel)
+        else:
+            # One connection for both: Redis then delivers a barrier after
+            # every push it took before it.
+            await pubsub.subscribe(sub.channel, sub.barrier_channel)
         awaiting_pong = False
         while True:
             msg: dict[str, Any] | None = await pubsub.get_message(timeout=self._ping_interval)
@@ -269,8 +348,11 @@ class RedisBus:
             awaiting_pong = False
             kind = msg["type"]
             if kind == "message":
-                self._deliver(sub, msg["data"])
-            elif kind == "subscribe":
+                if sub.on_barrier is not None and _text(msg["channel"]) == sub.barrier_channel:
+                    self._barrier_asked(sub, sub.on_barrier, msg["data"])
+                else:
+                    self._deliver(sub, msg["data"])
+            elif kind == "subscribe" and _text(msg["channel"]) == sub.channel:
                 self._confirmed(sub)
 
     def _confirmed(self, sub: _Subscription) -> None:
@@ -298,6 +380,24 @@ class RedisBus:
         except Exception:
             self.stats.handler_errors += 1
             logger.exception("bus: push handler for %s failed", sub.gateway_id)
+
+    def _barrier_asked(self, sub: _Subscription, on_barrier: BarrierHandler, data: bytes) -> None:
+        token = _text(data)
+        if not (0 < len(token) <= 64 and token.isascii() and token.isalnum()):
+            self.stats.bad_payloads += 1
+            logger.warning(
+                "bus: bad mark barrier token on %s (%d B)", sub.barrier_channel, len(data)
+            )
+            return
+        try:
+            on_barrier(token)
+        except Exception:
+            self.stats.handler_errors += 1
+            logger.exception("bus: barrier handler for %s failed", sub.gateway_id)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 async def _close_quietly(pubsub: PubSub) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from mpim.config import GatewaySettings
 from mpim.errors import ErrorCode, MpimError
 from mpim.gateway.hub import SessionHub
+from mpim.gateway.pull_barrier import PullBarrier
 from mpim.gateway.session import Session
 from mpim.metrics.families import GatewayMetrics
 from mpim.proto import common_pb2, group_pb2, message_pb2, presence_pb2, user_pb2
@@ -34,6 +35,8 @@ class GatewayContext:
     settings: GatewaySettings
     gateway_id: str
     metrics: GatewayMetrics
+    # One gateway of several: a PULL first waits for the others' marks.
+    pull_barrier: PullBarrier | None = None
 
 
 C = TypeVar("C", bound=c.Command)
@@ -155,8 +158,11 @@ def _lines(messages: Iterable[common_pb2.Message]) -> list[tuple[int, str]]:
 async def pull(ctx: GatewayContext, s: Session, cmd: c.Pull, cid: str | None) -> str | None:
     with s.holding_pushes():
         while True:
-            # Record this gateway's pushes first, so PULL never repeats them.
+            # Record this gateway's pushes first, and every other gateway's,
+            # so PULL never repeats them.
             await ctx.hub.flush_marks()
+            if ctx.pull_barrier is not None:
+                await ctx.pull_barrier.others_stored()
             batch = await ctx.services.message.Pull(
                 message_pb2.PullRequest(uid=_uid(s), limit=ctx.settings.pull_page_size)
             )

@@ -2,16 +2,12 @@
 
 A pushed message counts as delivered (PULL will not return it again) once it
 is written to a connection. Those marks are sent to the message service in
-batches rather than one write per message.
-
-- One gateway (embedded): marks are written shortly after the push, and
-  ``flush_marks`` runs before a PULL, so this gateway's own pushes are never
-  pulled twice.
-- Several gateways (``confirm_marks=True``): a PULL on another gateway cannot
-  see marks still in flight here, so pushes are recorded first and written
-  once the mark is stored (one batched call per wave of pushes). If recording
-  fails the pushes are written anyway: a duplicate in a later PULL is better
-  than a late message.
+batches rather than one write per message, shortly after the push, and
+``flush_marks`` runs before a PULL, so this gateway's own pushes are never
+pulled twice. With several gateways, a PULL on another one first has every
+gateway store its marks (``pull_barrier.py``). If storing fails the push
+has been written anyway: a duplicate in a later PULL is better than a late
+message.
 """
 
 from __future__ import annotations
@@ -40,9 +36,10 @@ class SessionHub:
         self,
         messages: MessageService,
         *,
-        confirm_marks: bool = False,
+        reorder_pushes: bool = False,
         metrics: GatewayMetrics | None = None,
     ) -> None:
+        """``reorder_pushes``: several message services push to this gateway."""
         self._messages = messages
         self._metrics = metrics if metrics is not None else GatewayMetrics()
         # A user's sessions; a user with one (most have one device) maps to
@@ -50,14 +47,14 @@ class SessionHub:
         self._by_uid: dict[int, Session | list[Session]] = {}
         self._marks: list[tuple[int, int]] = []
         self._flush_task: asyncio.Task[None] | None = None
-        self._confirm_marks = confirm_marks
-        self._unconfirmed: list[PushBatch] = []
-        self._confirm_task: asyncio.Task[None] | None = None
+        # One MarkDelivered at a time: a flush returns only once every mark
+        # taken before it, by it or by a flush already running, is stored.
+        self._flush_lock = asyncio.Lock()
         self.pushed = 0
         # Several message services push independently: put each user's pushes
         # back in seq order (see push_order.py). One embedded service needs not.
         self.order: PushOrder | None = (
-            PushOrder(self._deliver, self._sync_after, _line_of) if confirm_marks else None
+            PushOrder(self._deliver, self._sync_after, _line_of) if reorder_pushes else None
         )
 
     def add(self, uid: int, session: Session) -> None:
@@ -98,36 +95,11 @@ class SessionHub:
 
     def on_push(self, batch: PushBatch) -> None:
         """Bus handler: write each message to every local session of its recipients."""
-        if self._confirm_marks:
-            self._unconfirmed.append(batch)
-            if self._confirm_task is None or self._confirm_task.done():
-                self._confirm_task = asyncio.get_running_loop().create_task(
-                    self._confirm_then_write()
-                )
-            return
         self._write(batch)
         if self._marks:
             self._schedule_flush()
 
-    async def _confirm_then_write(self) -> None:
-        """Record marks for everything queued, then write it, in arrival order."""
-        while self._unconfirmed:
-            batches, self._unconfirmed = self._unconfirmed, []
-            online = self._by_uid
-            marks = [
-                (uid, seq)
-                for batch in batches
-                for delivery in batch
-                for uid, seq in zip(delivery.uids, delivery.seqs, strict=True)
-                if uid in online
-            ]
-            if marks:
-                self._marks.extend(marks)
-                await self.flush_marks()
-            for batch in batches:
-                self._write(batch, record=False)
-
-    def _write(self, batch: PushBatch, *, record: bool = True) -> None:
+    def _write(self, batch: PushBatch) -> None:
         now_ms = time.time() * 1000
         pushed_before = self.pushed
         latency = self._metrics.push_latency
@@ -153,8 +125,7 @@ class SessionHub:
                     written = self._deliver(uid, seq, line)
                 if written:
                     taken = True
-                    if record:
-                        marks.append((uid, seq))
+                    marks.append((uid, seq))
             if taken:
                 # One observation per message (not per recipient): a 1,000-member
                 # fan-out would otherwise cost 1,000 histogram updates.
@@ -198,25 +169,22 @@ class SessionHub:
         await self.flush_marks()
 
     async def flush_marks(self) -> None:
-        while self._marks:
-            marks, self._marks = self._marks, []
-            request = message_pb2.MarkDeliveredRequest()
-            request.uids.extend([u for u, _ in marks])
-            request.seqs.extend([s for _, s in marks])
-            try:
-                await self._messages.MarkDelivered(request)
-            except Exception as exc:
-                # Only costs a duplicate in a later PULL; never a lost message.
-                logger.warning("could not record %d deliveries: %r", len(marks), exc)
-                return
+        async with self._flush_lock:
+            while self._marks:
+                marks, self._marks = self._marks, []
+                request = message_pb2.MarkDeliveredRequest()
+                request.uids.extend([u for u, _ in marks])
+                request.seqs.extend([s for _, s in marks])
+                try:
+                    await self._messages.MarkDelivered(request)
+                except Exception as exc:
+                    # Only costs a duplicate in a later PULL; never a lost message.
+                    logger.warning("could not record %d deliveries: %r", len(marks), exc)
+                    return
 
     async def stop(self) -> None:
         if self.order is not None:
             await self.order.stop()
-        if self._confirm_task is not None and not self._confirm_task.done():
-            self._confirm_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._confirm_task
         if self._flush_task is not None and not self._flush_task.done():
             self._flush_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,15 +6,17 @@ import asyncio
 import functools
 import itertools
 import logging
+from collections.abc import Callable, Collection
 
 from mpim import __version__
-from mpim.bus.base import Bus
+from mpim.bus.base import BarrierBus, Bus
 from mpim.config import GatewaySettings
 from mpim.errors import ErrorCode
 from mpim.gateway.dispatcher import Dispatcher
 from mpim.gateway.handlers import GatewayContext, detach
 from mpim.gateway.http import HttpServer
 from mpim.gateway.hub import SessionHub
+from mpim.gateway.pull_barrier import PullBarrier
 from mpim.gateway.session import Session
 from mpim.gateway.tcp import TcpConnection, prepare_listener
 from mpim.gateway.transport import Transport
@@ -34,17 +36,29 @@ class Gateway:
         bus: Bus,
         *,
         pipeline_sends: bool = True,
-        confirm_marks: bool = False,
+        live_gateways: Callable[[], Collection[str]] | None = None,
         metrics: GatewayMetrics | None = None,
     ) -> None:
         """``pipeline_sends``: the message service commits sends in submission
-        order, so one connection's sends may overlap. ``confirm_marks``: other
-        gateways serve the same users (see SessionHub)."""
+        order, so one connection's sends may overlap. ``live_gateways``: this
+        is one gateway of several, these are their ids; several message
+        services push to it, and a PULL waits for the others' marks
+        (``pull_barrier.py``), which needs a bus that carries barriers."""
         self.settings = settings
         self._bus = bus
         self.metrics = metrics if metrics is not None else GatewayMetrics()
-        self.hub = SessionHub(services.message, confirm_marks=confirm_marks, metrics=self.metrics)
-        self.ctx = GatewayContext(services, self.hub, settings, settings.gateway_id, self.metrics)
+        several = live_gateways is not None
+        self.hub = SessionHub(services.message, reorder_pushes=several, metrics=self.metrics)
+        self.pull_barrier: PullBarrier | None = None
+        if live_gateways is not None:
+            if not isinstance(bus, BarrierBus):
+                raise TypeError("several gateways need a bus that carries mark barriers")
+            self.pull_barrier = PullBarrier(
+                bus, settings.gateway_id, live_gateways, self.hub.flush_marks
+            )
+        self.ctx = GatewayContext(
+            services, self.hub, settings, settings.gateway_id, self.metrics, self.pull_barrier
+        )
         self.dispatcher = Dispatcher(self.ctx, pipeline_sends=pipeline_sends)
         self.sessions: set[Session] = set()
         self.metrics.track_connections(lambda: len(self.sessions))
@@ -79,7 +93,12 @@ class Gateway:
         return self.http.port
 
     async def start(self) -> None:
-        await self._bus.subscribe(self.settings.gateway_id, self.hub.on_push)
+        barrier = self.pull_barrier
+        await self._bus.subscribe(
+            self.settings.gateway_id,
+            self.hub.on_push,
+            on_barrier=barrier.asked if barrier is not None else None,
+        )
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._protocol_factory,
@@ -158,6 +177,8 @@ class Gateway:
         grace = self.settings.shutdown_grace_seconds
         await asyncio.gather(*(s.shutdown(grace, notice) for s in list(self.sessions)))
         await self._bus.unsubscribe(self.settings.gateway_id)
+        if self.pull_barrier is not None:
+            await self.pull_barrier.stop()
         await self.hub.stop()
         if self._server is not None:
             await self._server.wait_closed()

@@ -71,6 +71,42 @@ async def test_a_user_on_both_gateways_gets_every_push_on_both(server: InProcess
         assert [m.seq for m in got] == list(range(1, 51))
 
 
+async def test_a_pull_on_another_gateway_never_returns_what_one_gateway_pushed(
+    server: InProcessCluster,
+) -> None:
+    # Gateway 0 writes the pushes at once and stores their marks shortly
+    # after; the laptop's PULL on gateway 1, sent the moment the phone has
+    # them, must wait for those marks rather than return the messages again.
+    sender = await server.user()
+    phone = await server.client(gateway=0)
+    bob = await phone.register()
+    for round_no in range(3):
+        laptop = await server.client(gateway=1)  # connected, not logged in yet
+        await sender.send_raw(
+            b"".join(f"SEND {bob.uid} r{round_no}m{i}\n".encode() for i in range(20))
+        )
+        for _ in range(20):
+            assert (await sender.read_line()).startswith("+OK msg_id=")
+        texts = [MessageLine.parse(await phone.read_line()).text for _ in range(20)]
+        assert texts == [f"r{round_no}m{i}" for i in range(20)]
+        await laptop.send_raw(f"AUTH {bob.token}\nPULL\n".encode())
+        assert (await laptop.read_line()).startswith("+OK uid=")
+        lines, done = await laptop.read_multi()
+        assert (lines, done) == ([], "+OK pull_done"), "PULL returned pushed messages"
+        await laptop.cmd("QUIT")
+    # Not pushed anywhere (bob offline): PULL on either gateway returns them once.
+    await phone.cmd("QUIT")
+    assert (await sender.cmd(f"SEND {bob.uid} while away")).startswith("+OK msg_id=")
+    laptop = await server.client(gateway=1)
+    assert (await laptop.cmd(f"AUTH {bob.token}")).startswith("+OK uid=")
+    lines, done = await laptop.cmd_multi("PULL")
+    assert ([MessageLine.parse(line).text for line in lines], done) == (
+        ["while away"],
+        "+OK pull_done",
+    )
+    assert await laptop.cmd_multi("PULL") == ([], "+OK pull_done")
+
+
 async def test_two_message_services_keep_seq_gap_free_under_concurrent_senders(
     server: InProcessCluster,
 ) -> None:
@@ -211,9 +247,15 @@ async def test_websocket_clients_on_a_gateway_role_chat_with_tcp_clients(
 
     registry = server.gateways[1].registry
     await registry.watch("gateway")  # gateways register their HTTP port too
+
+    async def both_seen() -> bool:
+        # Gateways watch each other (for PULL's mark barrier): the view
+        # follows ZooKeeper's events rather than being read here.
+        return {i.instance_id for i in registry.instances("gateway")} == {"gateway-1", "gateway-2"}
+
+    await eventually(both_seen, timeout=10)
     http = registry.instances("gateway")
     ports = {i.instance_id: int(i.metadata["http"].rsplit(":", 1)[1]) for i in http}
-    assert set(ports) == {"gateway-1", "gateway-2"}
     tcp = await server.client(gateway=0)
     a = await tcp.register()
     ws = await WsClient.connect(ports["gateway-2"])

@@ -231,3 +231,66 @@ async def test_subscriber_comes_back_after_redis_restarts(
         assert await raw.pubsub_numsub(channel) == [(channel.encode(), 1)]
     warnings = records(mpim_logs, LOGGER, "WARNING")
     assert len([w for w in warnings if "subscription" in w]) <= 1
+
+
+async def test_a_barrier_arrives_after_the_pushes_published_before_it_and_is_answered(
+    redis_settings: RedisSettings, bus_factory: BusFactory
+) -> None:
+    gateway, sender, puller = (bus_factory(redis_settings) for _ in range(3))
+    seen: list[str] = []  # pushes and barriers, in the order the gateway got them
+    answers: list[asyncio.Task[None]] = []
+
+    def on_push(pushed: PushBatch) -> None:
+        seen.extend(d.message.text for d in pushed)
+
+    def on_barrier(token: str) -> None:
+        seen.append("barrier")
+        answers.append(asyncio.create_task(gateway.answer_barrier(token, "gw-a")))
+
+    await gateway.subscribe("gw-a", on_push, on_barrier=on_barrier)
+    for i in range(200):
+        await sender.publish("gw-a", batch(str(i)))
+    await sender.close()  # every push is in Redis before the barrier is asked
+    missing = await puller.barrier(["gw-a"], timeout=5.0)
+    assert missing == set()
+    assert seen == [*(str(i) for i in range(200)), "barrier"]
+    await asyncio.gather(*answers)
+    assert gateway.stats.barriers_answered == 1
+    # Its own subscription's confirmation counted once, not once per channel.
+    assert gateway.is_subscribed("gw-a")
+
+
+async def test_a_barrier_waits_only_for_gateways_that_listen_and_gives_up_on_silent_ones(
+    redis_settings: RedisSettings, bus_factory: BusFactory
+) -> None:
+    silent, plain, puller = (bus_factory(redis_settings) for _ in range(3))
+    asked: list[str] = []
+    await silent.subscribe("gw-silent", Inbox(), on_barrier=asked.append)  # never answers
+    await plain.subscribe("gw-plain", Inbox())  # takes no barriers: not waited for
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    missing = await puller.barrier(["gw-silent", "gw-plain", "gw-gone"], timeout=0.3)
+    assert missing == {"gw-silent"}
+    assert 0.25 <= loop.time() - started < 2.0
+    assert len(asked) == 1 and asked[0].isalnum()
+    # Nobody to ask: no wait at all.
+    assert await puller.barrier(["gw-plain", "gw-gone"], timeout=5.0) == set()
+    assert await puller.barrier([], timeout=5.0) == set()
+
+
+async def test_a_bad_barrier_token_is_counted_and_the_reader_goes_on(
+    redis_settings: RedisSettings, bus_factory: BusFactory
+) -> None:
+    gateway, sender = bus_factory(redis_settings), bus_factory(redis_settings)
+    asked: list[str] = []
+    inbox = Inbox()
+    await gateway.subscribe("gw-a", inbox, on_barrier=asked.append)
+    raw = redis_client(redis_settings)
+    try:
+        await raw.publish(gateway.barrier_channel("gw-a"), b"not a token!")
+    finally:
+        await raw.aclose()
+    await sender.publish("gw-a", batch("after"))
+    await inbox.wait_for(1)
+    assert inbox.texts == ["after"] and asked == []
+    assert gateway.stats.bad_payloads == 1
