@@ -213,6 +213,7 @@ async def _start_gateway(node: Node) -> None:
         lambda: gateway.hub.online_uids(),
         lambda uid, seq, line: gateway.hub.deliver_ordered(uid, seq, line),
         page_size=settings.gateway.pull_page_size,
+        settle_marks=lambda: gateway.settle_marks(),
     )
     node.on_stop(repair.stop)
     bus = _build_bus(settings, node, redis, on_resubscribed=lambda _: repair.trigger())

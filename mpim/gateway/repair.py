@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from mpim.proto import message_pb2
 from mpim.proto.interfaces import MessageService
@@ -34,9 +34,13 @@ class InboxRepair:
         deliver: Callable[[int, int, str], bool],
         *,
         page_size: int = 500,
+        settle_marks: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``deliver(uid, seq, line)`` writes a push to the user's sessions, in
-        the hub's per-user seq order (so a line never goes out twice)."""
+        the hub's per-user seq order (so a line never goes out twice).
+        ``settle_marks`` runs before each pass's PULLs, as before a client's
+        PULL: every gateway stores the marks of what it has written."""
+        self._settle_marks = settle_marks
         self._messages = messages
         self._online_uids = online_uids
         self._deliver = deliver
@@ -60,6 +64,8 @@ class InboxRepair:
     async def _run(self) -> None:
         while True:
             self._again = False
+            if self._settle_marks is not None:
+                await self._settle_marks()
             uids = list(self._online_uids())
             gate = asyncio.Semaphore(CONCURRENCY)
             results = await asyncio.gather(

@@ -81,6 +81,12 @@ class Gateway:
         # WebSocket at /ws and the web client (settings.http_enabled).
         self.http: HttpServer | None = None
 
+    async def settle_marks(self) -> None:
+        """Before a PULL: this gateway's marks, then every other live gateway's, stored."""
+        await self.hub.flush_marks()
+        if self.pull_barrier is not None:
+            await self.pull_barrier.others_stored()
+
     @property
     def port(self) -> int:
         assert self._server is not None
