@@ -220,14 +220,12 @@ async def _start_gateway(node: Node) -> None:
     gateway_settings = settings.gateway.model_copy(update={"gateway_id": node.instance_id})
     # Sends travel in SendBatch calls, one in flight, so a connection's
     # pipelined sends still commit in order.
-    # Gateways watch each other: a PULL asks the live ones for their marks.
-    await node.registry.watch("gateway")
     gateway = Gateway(
         gateway_settings,
         services,
         bus,
         pipeline_sends=True,
-        live_gateways=lambda: [i.instance_id for i in node.registry.instances("gateway")],
+        several_gateways=True,
         metrics=GatewayMetrics(node.metrics),
     )
     node.readiness.add("redis", lambda: _ping_redis(redis))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from mpim.bus.pushes import PushBatch
@@ -31,6 +31,6 @@ class Bus(Protocol):
 class BarrierBus(Protocol):
     """A bus that carries mark barriers (see ``gateway/pull_barrier.py``)."""
 
-    async def barrier(self, gateway_ids: Collection[str], timeout: float) -> set[str]: ...
+    async def barrier(self, timeout: float) -> int | None: ...
 
     async def answer_barrier(self, token: str, gateway_id: str) -> None: ...

@@ -17,10 +17,13 @@ subscribes again; pushes published meanwhile are lost (see above). An idle
 connection is PINGed so a silently dead one is noticed too.
 
 Mark barriers (``gateway/pull_barrier.py``): a gateway that answers them also
-subscribes ``{key_prefix}marks-barrier:{gateway_id}`` on the same pub/sub
-connection, so a barrier reaches it after every push Redis took before it.
-The asker publishes a token there and waits (BLPOP) for each gateway to push
-its id onto ``{key_prefix}marks-barrier-ack:{token}``.
+subscribes ``{key_prefix}marks-barrier``, one channel for all, on the same
+pub/sub connection as its pushes, so a barrier reaches it after every push
+Redis took before it. The asker publishes a token there; PUBLISH says how
+many gateways heard it, and the asker waits (BLPOP) until as many have
+pushed their ids onto ``{key_prefix}marks-barrier-ack:{token}``. Who is
+asked is whoever listens, so a gateway that is starting or stopping is
+asked too, as long as pushes can still reach it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import asyncio
 import logging
 import random
 import secrets
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,50 +129,40 @@ class RedisBus:
     def channel(self, gateway_id: str) -> str:
         return f"{self._prefix}push:{gateway_id}"
 
-    def barrier_channel(self, gateway_id: str) -> str:
-        return f"{self._prefix}marks-barrier:{gateway_id}"
+    def barrier_channel(self) -> str:
+        return f"{self._prefix}marks-barrier"
 
     def _barrier_acks(self, token: str) -> str:
         return f"{self._prefix}marks-barrier-ack:{token}"
 
     # -- mark barriers ----------------------------------------------------------
 
-    async def barrier(self, gateway_ids: Collection[str], timeout: float) -> set[str]:
-        """Ask each gateway to store the marks of what it has written; returns
-        those that did not answer within ``timeout``.
-
-        A gateway not subscribed to its barrier channel (gone, or not one that
-        answers) is not waited for: PUBLISH says how many heard it. On a Redis
-        error nobody is waited for further; the caller goes on without.
-        """
-        if not gateway_ids:
-            return set()
+    async def barrier(self, timeout: float) -> int | None:
+        """Ask every listening gateway to store the marks of what it has
+        written; how many did not answer within ``timeout`` (None: Redis
+        failed, nobody was waited for)."""
         token = secrets.token_hex(8)
         acks = self._barrier_acks(token)
-        asked = sorted(set(gateway_ids))
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for gateway_id in asked:
-                    pipe.publish(self.barrier_channel(gateway_id), token)
-                heard = await pipe.execute()
-            waiting = {gw for gw, listeners in zip(asked, heard, strict=True) if listeners}
+            listeners = int(await self._redis.publish(self.barrier_channel(), token))
+            answered: set[str] = set()
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
             # Each BLPOP must end before the client's read timeout would.
             read_timeout = self._redis.connection_pool.connection_kwargs.get("socket_timeout")
             longest = (read_timeout or 1.0) / 2
-            while waiting:
+            while len(answered) < listeners:
                 left = deadline - loop.time()
                 if left <= 0:
                     break
                 # Never 0, which BLPOP takes as "forever".
                 answer = await self._redis.blpop([acks], timeout=max(min(left, longest), 0.01))
                 if answer is not None:
-                    waiting.discard(_text(answer[1]))
-            return waiting
+                    answered.add(_text(answer[1]))
+            return listeners - len(answered)
         except REDIS_ERRORS as exc:
             logger.warning("bus: mark barrier failed (%s); PULL goes on without it", exc)
-            return set(asked)
+            return None
 
     async def answer_barrier(self, token: str, gateway_id: str) -> None:
         """This gateway's marks are stored: tell the asker (who waits at most
@@ -257,6 +250,7 @@ class RedisBus:
         """
         existing = self._subs.get(gateway_id)
         if existing is not None:
+            # Only the push handler can change: the channels are subscribed.
             existing.handler = handler
             return
         sub = _Subscription(
@@ -265,7 +259,7 @@ class RedisBus:
             handler,
             Breaker(f"bus subscription {gateway_id}", logger, self._retry_interval),
             on_barrier,
-            self.barrier_channel(gateway_id),
+            self.barrier_channel(),
         )
         self._subs[gateway_id] = sub
         sub.task = asyncio.get_running_loop().create_task(

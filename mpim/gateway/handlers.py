@@ -35,7 +35,7 @@ class GatewayContext:
     settings: GatewaySettings
     gateway_id: str
     metrics: GatewayMetrics
-    # One gateway of several: a PULL first waits for the others' marks.
+    # One gateway of several: a PULL first waits for every gateway's marks.
     pull_barrier: PullBarrier | None = None
 
 
@@ -157,12 +157,12 @@ def _lines(messages: Iterable[common_pb2.Message]) -> list[tuple[int, str]]:
 @handles(c.Pull)
 async def pull(ctx: GatewayContext, s: Session, cmd: c.Pull, cid: str | None) -> str | None:
     with s.holding_pushes():
+        # Every gateway's pushes recorded first (the barrier), then this
+        # one's, so PULL never repeats them.
+        if ctx.pull_barrier is not None:
+            await ctx.pull_barrier.everyone_stored()
         while True:
-            # Record this gateway's pushes first, and every other gateway's,
-            # so PULL never repeats them.
             await ctx.hub.flush_marks()
-            if ctx.pull_barrier is not None:
-                await ctx.pull_barrier.others_stored()
             batch = await ctx.services.message.Pull(
                 message_pb2.PullRequest(uid=_uid(s), limit=ctx.settings.pull_page_size)
             )

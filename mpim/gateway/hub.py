@@ -166,25 +166,36 @@ class SessionHub:
     async def _flush_later(self) -> None:
         if len(self._marks) < _MARK_FLUSH_SIZE:
             await asyncio.sleep(_MARK_FLUSH_SECONDS)
-        await self.flush_marks()
+        while self._marks:
+            await self.flush_marks()
 
     async def flush_marks(self) -> None:
+        """Store every mark made before this call.
+
+        One batch per call, under a lock: the marks are either still queued
+        (this call takes them) or in the batch of a flush that ends before
+        this one starts. Taking what arrives meanwhile too would let a busy
+        gateway's flush run on and keep a PULL waiting behind it.
+        """
         async with self._flush_lock:
-            while self._marks:
-                marks, self._marks = self._marks, []
-                request = message_pb2.MarkDeliveredRequest()
-                request.uids.extend([u for u, _ in marks])
-                request.seqs.extend([s for _, s in marks])
-                try:
-                    await self._messages.MarkDelivered(request)
-                except Exception as exc:
-                    # Only costs a duplicate in a later PULL; never a lost message.
-                    logger.warning("could not record %d deliveries: %r", len(marks), exc)
-                    return
+            if not self._marks:
+                return
+            marks, self._marks = self._marks, []
+            request = message_pb2.MarkDeliveredRequest()
+            request.uids.extend([u for u, _ in marks])
+            request.seqs.extend([s for _, s in marks])
+            try:
+                await self._messages.MarkDelivered(request)
+            except Exception as exc:
+                # Only costs a duplicate in a later PULL; never a lost message.
+                logger.warning("could not record %d deliveries: %r", len(marks), exc)
 
     async def stop(self) -> None:
         if self.order is not None:
             await self.order.stop()
+        # First: a flush in progress ends (the lock), and what is queued is
+        # stored; cancelling it mid-call could lose the marks it carries.
+        await self.flush_marks()
         if self._flush_task is not None and not self._flush_task.done():
             self._flush_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,12 +1,12 @@
-"""PULL on one gateway of several: first, every other gateway stores its marks.
+"""PULL on one gateway of several: first, every gateway stores its marks.
 
 A pushed message counts as delivered once a gateway writes it to a
 connection; PULL must not return it again, on any gateway. A gateway writes
 pushes at once and stores their marks shortly after, in batches, so a
 message a gateway wrote a moment ago may not be marked yet. Before a PULL
-reads the inbox, this gateway asks every other live gateway, over the bus,
-to store the marks it holds, and waits for their answers (bounded by
-``timeout``). The barrier travels on the same pub/sub connection as the
+reads the inbox, its gateway asks every gateway listening on the bus (itself
+included) to store the marks it holds, and waits for their answers (bounded
+by ``timeout``). The barrier travels on the same pub/sub connection as the
 pushes, so a gateway sees it after every push published before it, and the
 marks of those pushes are among what it stores.
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from mpim.bus.base import BarrierBus
@@ -34,37 +34,61 @@ TIMEOUT_SECONDS: Final = 1.0
 
 
 class PullBarrier:
+    """Both sides of the barrier for one gateway.
+
+    PULLs that arrive while a round is running share the next round, so a
+    burst of PULLs costs two rounds, and holds one Redis connection, not one
+    each (a round waits in BLPOP).
+    """
+
     def __init__(
         self,
         bus: BarrierBus,
         gateway_id: str,
-        live_gateways: Callable[[], Collection[str]],
         store_marks: Callable[[], Awaitable[None]],
         *,
         timeout: float = TIMEOUT_SECONDS,
     ) -> None:
         self._bus = bus
         self._gateway_id = gateway_id
-        self._live_gateways = live_gateways
         self._store_marks = store_marks
         self._timeout = timeout
+        self._next_round: asyncio.Future[None] | None = None
+        self._rounds: asyncio.Task[None] | None = None
         self._answering: set[asyncio.Task[None]] = set()
-        self.timeouts = 0
+        self.unanswered = 0
+        self.failed = 0
 
-    async def others_stored(self) -> None:
-        """Wait until every other live gateway has stored its marks (bounded)."""
-        others = [g for g in self._live_gateways() if g != self._gateway_id]
-        missing = await self._bus.barrier(others, self._timeout)
-        if missing:
-            self.timeouts += 1
-            logger.warning(
-                "PULL went on without the marks of %s (no answer within %.1f s)",
-                ", ".join(sorted(missing)),
-                self._timeout,
-            )
+    async def everyone_stored(self) -> None:
+        """Return once a round that began after this call has ended."""
+        waiter = self._next_round
+        if waiter is None:
+            waiter = self._next_round = asyncio.get_running_loop().create_future()
+            if self._rounds is None or self._rounds.done():
+                self._rounds = asyncio.get_running_loop().create_task(self._run_rounds())
+        # A PULL that goes away must not cancel the round others wait for.
+        await asyncio.shield(waiter)
+
+    async def _run_rounds(self) -> None:
+        while self._next_round is not None:
+            waiter, self._next_round = self._next_round, None
+            try:
+                missing = await self._bus.barrier(self._timeout)
+                if missing is None:
+                    self.failed += 1
+                elif missing:
+                    self.unanswered += missing
+                    logger.warning(
+                        "PULL went on without the marks of %d gateway(s) (no answer in %.1f s)",
+                        missing,
+                        self._timeout,
+                    )
+            finally:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def asked(self, token: str) -> None:
-        """The bus handler: another gateway's PULL waits for this one's marks."""
+        """The bus handler: a PULL somewhere waits for this gateway's marks."""
         task = asyncio.get_running_loop().create_task(self._answer(token))
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
@@ -74,6 +98,11 @@ class PullBarrier:
         await self._bus.answer_barrier(token, self._gateway_id)
 
     async def stop(self) -> None:
-        for task in list(self._answering):
-            task.cancel()
+        """Let answers in progress finish (their marks are being stored), then
+        end the rounds; a PULL still waiting goes on without."""
         await asyncio.gather(*self._answering, return_exceptions=True)
+        if self._rounds is not None:
+            self._rounds.cancel()
+            await asyncio.gather(self._rounds, return_exceptions=True)
+        if self._next_round is not None and not self._next_round.done():
+            self._next_round.set_result(None)

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import itertools
 import logging
-from collections.abc import Callable, Collection
 
 from mpim import __version__
 from mpim.bus.base import BarrierBus, Bus
@@ -36,26 +35,25 @@ class Gateway:
         bus: Bus,
         *,
         pipeline_sends: bool = True,
-        live_gateways: Callable[[], Collection[str]] | None = None,
+        several_gateways: bool = False,
         metrics: GatewayMetrics | None = None,
     ) -> None:
         """``pipeline_sends``: the message service commits sends in submission
-        order, so one connection's sends may overlap. ``live_gateways``: this
-        is one gateway of several, these are their ids; several message
-        services push to it, and a PULL waits for the others' marks
-        (``pull_barrier.py``), which needs a bus that carries barriers."""
+        order, so one connection's sends may overlap. ``several_gateways``:
+        several message services push to this gateway, and a PULL waits for
+        every gateway's marks (``pull_barrier.py``), which needs a bus that
+        carries barriers."""
         self.settings = settings
         self._bus = bus
         self.metrics = metrics if metrics is not None else GatewayMetrics()
-        several = live_gateways is not None
-        self.hub = SessionHub(services.message, reorder_pushes=several, metrics=self.metrics)
+        self.hub = SessionHub(
+            services.message, reorder_pushes=several_gateways, metrics=self.metrics
+        )
         self.pull_barrier: PullBarrier | None = None
-        if live_gateways is not None:
+        if several_gateways:
             if not isinstance(bus, BarrierBus):
                 raise TypeError("several gateways need a bus that carries mark barriers")
-            self.pull_barrier = PullBarrier(
-                bus, settings.gateway_id, live_gateways, self.hub.flush_marks
-            )
+            self.pull_barrier = PullBarrier(bus, settings.gateway_id, self.hub.flush_marks)
         self.ctx = GatewayContext(
             services, self.hub, settings, settings.gateway_id, self.metrics, self.pull_barrier
         )
@@ -82,10 +80,11 @@ class Gateway:
         self.http: HttpServer | None = None
 
     async def settle_marks(self) -> None:
-        """Before a PULL: this gateway's marks, then every other live gateway's, stored."""
-        await self.hub.flush_marks()
+        """Before a PULL: every gateway's marks stored, this one's last (the
+        barrier may take a while, and this gateway keeps pushing meanwhile)."""
         if self.pull_barrier is not None:
-            await self.pull_barrier.others_stored()
+            await self.pull_barrier.everyone_stored()
+        await self.hub.flush_marks()
 
     @property
     def port(self) -> int:
@@ -182,10 +181,12 @@ class Gateway:
         notice = f"-ERR {ErrorCode.SERVER_SHUTTING_DOWN.value}"
         grace = self.settings.shutdown_grace_seconds
         await asyncio.gather(*(s.shutdown(grace, notice) for s in list(self.sessions)))
-        await self._bus.unsubscribe(self.settings.gateway_id)
+        # Sessions are closed: nothing more is written. Store the marks while
+        # still subscribed, so a PULL elsewhere can ask for them until then.
+        await self.hub.stop()
         if self.pull_barrier is not None:
             await self.pull_barrier.stop()
-        await self.hub.stop()
+        await self._bus.unsubscribe(self.settings.gateway_id)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None

@@ -357,17 +357,22 @@ class Session:
         if inflight is None:
             return
         lines: list[str] = []
-        while inflight and inflight[0][0].done():
-            future, render = inflight.popleft()
-            if future.cancelled():
-                continue
-            reply = future.result() if render is None else render(future)
-            if reply is not None:
-                lines.append(reply)
-        if lines:
-            self.write_lines(lines)
+        try:
+            while inflight and inflight[0][0].done():
+                future, render = inflight.popleft()
+                if future.cancelled():
+                    continue
+                reply = future.result() if render is None else render(future)
+                if reply is not None:
+                    lines.append(reply)
+        finally:
+            # Even if a render raised: what was rendered goes out, and the
+            # next command still has the callback that answers it.
+            if lines:
+                self.write_lines(lines)
+            if inflight:
+                self._arm(inflight[0][0])
         if inflight:
-            self._arm(inflight[0][0])
             return
         self._armed = None  # an idle connection keeps no finished future
         if self._task is None:
@@ -524,7 +529,8 @@ class Session:
         return self._keeps_up()
 
     def _keeps_up(self) -> bool:
-        """False (and the connection dropped) once its unsent output passes the limit."""
+        """False (and the connection dropped) once its unsent output passes the
+        limit: a reader that stopped reading must not hold unbounded memory."""
         limit = self._settings.max_output_bytes
         # The exact size costs a call into the transport: asked only when the
         # bound says the limit might be passed (a fan-out pushes to thousands).

@@ -191,7 +191,8 @@ class Logout(Command):
 
 # Send and SendGroup are not frozen, unlike the other commands: one is built
 # per message, and a frozen dataclass costs twice as much to build (0.51
-# against 0.28 µs). Nothing changes a command once parsed.
+# against 0.28 µs). Nothing changes a command once parsed, and nothing
+# hashes one (not frozen, they are unhashable).
 @dataclass(slots=True)
 class Send(Command):
     NAME: ClassVar[str] = "SEND"

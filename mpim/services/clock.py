@@ -1,4 +1,5 @@
-"""Wall-clock milliseconds, in one place so tests can see what services see."""
+"""Wall-clock milliseconds for the services. A message's timestamp is the
+exception: it comes from the clock read that makes its id (``SnowflakeIds.next_id_at``)."""
 
 from __future__ import annotations
 

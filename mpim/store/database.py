@@ -21,8 +21,8 @@ fan-out lost 10 %.) Existing databases keep their page size.
 
 On MySQL/MariaDB and PostgreSQL a second writer thread, the side lane,
 takes writes that touch no row a send's transaction does and must not wait
-behind one: delivered marks, which a gateway of several must store before it
-writes the pushes they record. Its commits run beside the main writer's, and
+behind one: delivered marks, which a PULL on another gateway waits for
+(``gateway/pull_barrier.py``). Its commits run beside the main writer's, and
 the server's group commit shares their log flushes. SQLite has one writer,
 so there the side lane is the main one.
 

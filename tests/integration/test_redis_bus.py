@@ -236,7 +236,9 @@ async def test_subscriber_comes_back_after_redis_restarts(
 async def test_a_barrier_arrives_after_the_pushes_published_before_it_and_is_answered(
     redis_settings: RedisSettings, bus_factory: BusFactory
 ) -> None:
-    gateway, sender, puller = (bus_factory(redis_settings) for _ in range(3))
+    resubscribed: list[str] = []
+    gateway = bus_factory(redis_settings, on_resubscribed=resubscribed.append)
+    sender, puller = bus_factory(redis_settings), bus_factory(redis_settings)
     seen: list[str] = []  # pushes and barriers, in the order the gateway got them
     answers: list[asyncio.Task[None]] = []
 
@@ -251,31 +253,37 @@ async def test_a_barrier_arrives_after_the_pushes_published_before_it_and_is_ans
     for i in range(200):
         await sender.publish("gw-a", batch(str(i)))
     await sender.close()  # every push is in Redis before the barrier is asked
-    missing = await puller.barrier(["gw-a"], timeout=5.0)
-    assert missing == set()
+    assert await puller.barrier(timeout=5.0) == 0
     assert seen == [*(str(i) for i in range(200)), "barrier"]
     await asyncio.gather(*answers)
     assert gateway.stats.barriers_answered == 1
-    # Its own subscription's confirmation counted once, not once per channel.
-    assert gateway.is_subscribed("gw-a")
+    # Two channels, one subscription: not taken for a resubscription.
+    assert resubscribed == []
 
 
-async def test_a_barrier_waits_only_for_gateways_that_listen_and_gives_up_on_silent_ones(
+async def test_a_barrier_waits_for_every_listener_and_gives_up_on_silent_ones(
     redis_settings: RedisSettings, bus_factory: BusFactory
 ) -> None:
-    silent, plain, puller = (bus_factory(redis_settings) for _ in range(3))
+    prefix = redis_settings.key_prefix
+    answering, silent, plain, puller = (bus_factory(redis_settings) for _ in range(4))
     asked: list[str] = []
+
+    def answer(token: str) -> None:
+        asyncio.get_running_loop().create_task(answering.answer_barrier(token, "gw-a"))
+
+    await answering.subscribe("gw-a", Inbox(), on_barrier=answer)
     await silent.subscribe("gw-silent", Inbox(), on_barrier=asked.append)  # never answers
-    await plain.subscribe("gw-plain", Inbox())  # takes no barriers: not waited for
+    await plain.subscribe("gw-plain", Inbox())  # takes no barriers: not asked
     loop = asyncio.get_running_loop()
     started = loop.time()
-    missing = await puller.barrier(["gw-silent", "gw-plain", "gw-gone"], timeout=0.3)
-    assert missing == {"gw-silent"}
+    assert await puller.barrier(timeout=0.3) == 1  # gw-a answered, gw-silent did not
     assert 0.25 <= loop.time() - started < 2.0
     assert len(asked) == 1 and asked[0].isalnum()
-    # Nobody to ask: no wait at all.
-    assert await puller.barrier(["gw-plain", "gw-gone"], timeout=5.0) == set()
-    assert await puller.barrier([], timeout=5.0) == set()
+    await silent.unsubscribe("gw-silent")
+    assert await puller.barrier(timeout=5.0) == 0
+    # Another cluster's prefix hears nothing of it.
+    other = bus_factory(redis_settings.model_copy(update={"key_prefix": prefix + "other:"}))
+    assert await other.barrier(timeout=5.0) == 0
 
 
 async def test_a_bad_barrier_token_is_counted_and_the_reader_goes_on(
@@ -287,7 +295,7 @@ async def test_a_bad_barrier_token_is_counted_and_the_reader_goes_on(
     await gateway.subscribe("gw-a", inbox, on_barrier=asked.append)
     raw = redis_client(redis_settings)
     try:
-        await raw.publish(gateway.barrier_channel("gw-a"), b"not a token!")
+        await raw.publish(gateway.barrier_channel(), b"not a token!")
     finally:
         await raw.aclose()
     await sender.publish("gw-a", batch("after"))
