@@ -248,14 +248,9 @@ async def test_websocket_clients_on_a_gateway_role_chat_with_tcp_clients(
     registry = server.gateways[1].registry
     await registry.watch("gateway")  # gateways register their HTTP port too
 
-    async def both_seen() -> bool:
-        # Gateways watch each other (for PULL's mark barrier): the view
-        # follows ZooKeeper's events rather than being read here.
-        return {i.instance_id for i in registry.instances("gateway")} == {"gateway-1", "gateway-2"}
-
-    await eventually(both_seen, timeout=10)
     http = registry.instances("gateway")
     ports = {i.instance_id: int(i.metadata["http"].rsplit(":", 1)[1]) for i in http}
+    assert set(ports) == {"gateway-1", "gateway-2"}
     tcp = await server.client(gateway=0)
     a = await tcp.register()
     ws = await WsClient.connect(ports["gateway-2"])
