@@ -48,11 +48,15 @@ class PullBarrier:
         store_marks: Callable[[], Awaitable[None]],
         *,
         timeout: float = TIMEOUT_SECONDS,
+        count_round: Callable[[str], None] | None = None,
     ) -> None:
+        """``count_round(outcome)``: each round's outcome, for the metrics
+        (``complete``, ``unanswered`` or ``failed``)."""
         self._bus = bus
         self._gateway_id = gateway_id
         self._store_marks = store_marks
         self._timeout = timeout
+        self._count_round = count_round
         self._next_round: asyncio.Future[None] | None = None
         self._rounds: asyncio.Task[None] | None = None
         self._answering: set[asyncio.Task[None]] = set()
@@ -76,13 +80,19 @@ class PullBarrier:
                 missing = await self._bus.barrier(self._timeout)
                 if missing is None:
                     self.failed += 1
+                    outcome = "failed"
                 elif missing:
                     self.unanswered += missing
+                    outcome = "unanswered"
                     logger.warning(
                         "PULL went on without the marks of %d gateway(s) (no answer in %.1f s)",
                         missing,
                         self._timeout,
                     )
+                else:
+                    outcome = "complete"
+                if self._count_round is not None:
+                    self._count_round(outcome)
             finally:
                 if not waiter.done():
                     waiter.set_result(None)

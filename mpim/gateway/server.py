@@ -53,7 +53,13 @@ class Gateway:
         if several_gateways:
             if not isinstance(bus, BarrierBus):
                 raise TypeError("several gateways need a bus that carries mark barriers")
-            self.pull_barrier = PullBarrier(bus, settings.gateway_id, self.hub.flush_marks)
+            rounds = self.metrics.pull_barriers
+            self.pull_barrier = PullBarrier(
+                bus,
+                settings.gateway_id,
+                self.hub.flush_marks,
+                count_round=lambda outcome: rounds.labels(outcome).inc(),
+            )
         self.ctx = GatewayContext(
             services, self.hub, settings, settings.gateway_id, self.metrics, self.pull_barrier
         )

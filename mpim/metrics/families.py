@@ -110,6 +110,14 @@ class GatewayMetrics:
             "Connections dropped because they stopped reading their pushes",
             registry=reg,
         )
+        self.pull_barriers = Counter(
+            "mpim_gateway_pull_barriers",
+            "Mark barriers run before a PULL (several gateways): every gateway "
+            "answered (complete), some did not within the timeout (unanswered), "
+            "or Redis failed (failed)",
+            ["outcome"],
+            registry=reg,
+        )
         self.sent = self.messages.labels("sent")
         self.delivered = self.messages.labels("delivered")
         self.pulled = self.messages.labels("pulled")

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from mpim.discovery.zookeeper import ZooKeeperRegistry
+from mpim.metrics.scrape import Scrape, fetch
 from mpim.protocol.messages import MessageLine
 from tests.conftest import ServerFactory
 from tests.support.cluster import InProcessCluster
@@ -94,6 +95,10 @@ async def test_a_pull_on_another_gateway_never_returns_what_one_gateway_pushed(
         lines, done = await laptop.read_multi()
         assert (lines, done) == ([], "+OK pull_done"), "PULL returned pushed messages"
         await laptop.cmd("QUIT")
+    _, page = await asyncio.to_thread(fetch, server.gateway_ops_urls()[1])
+    barriers = Scrape.parse(page)
+    assert barriers.value("mpim_gateway_pull_barriers_total", outcome="complete") >= 3
+    assert barriers.value("mpim_gateway_pull_barriers_total", outcome="unanswered") == 0
     # Not pushed anywhere (bob offline): PULL on either gateway returns them once.
     await phone.cmd("QUIT")
     assert (await sender.cmd(f"SEND {bob.uid} while away")).startswith("+OK msg_id=")

@@ -52,12 +52,16 @@ async def test_pulls_during_a_round_share_the_next_round() -> None:
 
 async def test_silent_gateways_and_redis_failures_are_counted_and_the_pull_goes_on() -> None:
     bus = ScriptedBus()
-    barrier = PullBarrier(bus, "gw-1", no_marks)
+    outcomes: list[str] = []
+    barrier = PullBarrier(bus, "gw-1", no_marks, count_round=outcomes.append)
     bus.missing = 2
     await barrier.everyone_stored()
     bus.missing = None
     await barrier.everyone_stored()
+    bus.missing = 0
+    await barrier.everyone_stored()
     assert (barrier.unanswered, barrier.failed) == (2, 1)
+    assert outcomes == ["unanswered", "failed", "complete"]
 
 
 async def test_a_pull_that_goes_away_does_not_cancel_the_round_others_wait_for() -> None:
