@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 from mpim.config import GatewaySettings
 from mpim.errors import ErrorCode, MpimError
 from mpim.gateway.hub import SessionHub
-from mpim.gateway.pull_barrier import PullBarrier
 from mpim.gateway.session import Session
 from mpim.metrics.families import GatewayMetrics
 from mpim.proto import common_pb2, group_pb2, message_pb2, presence_pb2, user_pb2
@@ -35,8 +34,9 @@ class GatewayContext:
     settings: GatewaySettings
     gateway_id: str
     metrics: GatewayMetrics
-    # One gateway of several: a PULL first waits for every gateway's marks.
-    pull_barrier: PullBarrier | None = None
+    # Before a PULL: the marks of what every gateway has written, stored
+    # (Gateway.settle_marks).
+    settle_marks: Callable[[], Awaitable[None]]
 
 
 C = TypeVar("C", bound=c.Command)
@@ -157,12 +157,10 @@ def _lines(messages: Iterable[common_pb2.Message]) -> list[tuple[int, str]]:
 @handles(c.Pull)
 async def pull(ctx: GatewayContext, s: Session, cmd: c.Pull, cid: str | None) -> str | None:
     with s.holding_pushes():
-        # Every gateway's pushes recorded first (the barrier), then this
-        # one's, so PULL never repeats them.
-        if ctx.pull_barrier is not None:
-            await ctx.pull_barrier.everyone_stored()
+        # Every gateway's pushes recorded first, so PULL never repeats them;
+        # before each later page, this gateway's pushes since.
+        await ctx.settle_marks()
         while True:
-            await ctx.hub.flush_marks()
             batch = await ctx.services.message.Pull(
                 message_pb2.PullRequest(uid=_uid(s), limit=ctx.settings.pull_page_size)
             )
@@ -170,6 +168,7 @@ async def pull(ctx: GatewayContext, s: Session, cmd: c.Pull, cid: str | None) ->
             ctx.metrics.pulled.inc(len(batch.messages))
             if not batch.more or s.closed:
                 break
+            await ctx.hub.flush_marks()
         s.write_line("+OK pull_done")
     return None
 

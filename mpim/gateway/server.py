@@ -61,7 +61,7 @@ class Gateway:
                 count_round=lambda outcome: rounds.labels(outcome).inc(),
             )
         self.ctx = GatewayContext(
-            services, self.hub, settings, settings.gateway_id, self.metrics, self.pull_barrier
+            services, self.hub, settings, settings.gateway_id, self.metrics, self.settle_marks
         )
         self.dispatcher = Dispatcher(self.ctx, pipeline_sends=pipeline_sends)
         self.sessions: set[Session] = set()
@@ -86,8 +86,9 @@ class Gateway:
         self.http: HttpServer | None = None
 
     async def settle_marks(self) -> None:
-        """Before a PULL: every gateway's marks stored, this one's last (the
-        barrier may take a while, and this gateway keeps pushing meanwhile)."""
+        """Before a PULL (a client's, or the repair's): every gateway's marks
+        stored, this one's last (the barrier may take a while, and this
+        gateway keeps pushing meanwhile)."""
         if self.pull_barrier is not None:
             await self.pull_barrier.everyone_stored()
         await self.hub.flush_marks()
