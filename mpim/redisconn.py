@@ -196,3 +196,9 @@ async def cancel_and_wait(task: asyncio.Task[Any], log: logging.Logger) -> None:
         await asyncio.wait([task], timeout=0.5)
     if not task.cancelled() and task.exception() is not None:
         log.error("task %s had failed", task.get_name(), exc_info=task.exception())
+
+
+def as_text(value: bytes | str) -> str:
+    """A value Redis returned, as text. Malformed bytes do not raise: what is
+    read here (ids, tokens, channel names) is checked where it is used."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

@@ -47,6 +47,7 @@ from mpim.proto import push_pb2
 from mpim.redisconn import (
     REDIS_ERRORS,
     Breaker,
+    as_text,
     cancel_and_wait,
     drop_idle_connections,
     raise_if_cancelling,
@@ -158,7 +159,7 @@ class RedisBus:
                 # Never 0, which BLPOP takes as "forever".
                 answer = await self._redis.blpop([acks], timeout=max(min(left, longest), 0.01))
                 if answer is not None:
-                    answered.add(_text(answer[1]))
+                    answered.add(as_text(answer[1]))
             return listeners - len(answered)
         except REDIS_ERRORS as exc:
             logger.warning("bus: mark barrier failed (%s); PULL goes on without it", exc)
@@ -342,11 +343,11 @@ class RedisBus:
             awaiting_pong = False
             kind = msg["type"]
             if kind == "message":
-                if sub.on_barrier is not None and _text(msg["channel"]) == sub.barrier_channel:
+                if sub.on_barrier is not None and as_text(msg["channel"]) == sub.barrier_channel:
                     self._barrier_asked(sub, sub.on_barrier, msg["data"])
                 else:
                     self._deliver(sub, msg["data"])
-            elif kind == "subscribe" and _text(msg["channel"]) == sub.channel:
+            elif kind == "subscribe" and as_text(msg["channel"]) == sub.channel:
                 self._confirmed(sub)
 
     def _confirmed(self, sub: _Subscription) -> None:
@@ -376,7 +377,7 @@ class RedisBus:
             logger.exception("bus: push handler for %s failed", sub.gateway_id)
 
     def _barrier_asked(self, sub: _Subscription, on_barrier: BarrierHandler, data: bytes) -> None:
-        token = _text(data)
+        token = as_text(data)
         if not (0 < len(token) <= 64 and token.isascii() and token.isalnum()):
             self.stats.bad_payloads += 1
             logger.warning(
@@ -388,10 +389,6 @@ class RedisBus:
         except Exception:
             self.stats.handler_errors += 1
             logger.exception("bus: barrier handler for %s failed", sub.gateway_id)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 async def _close_quietly(pubsub: PubSub) -> None:

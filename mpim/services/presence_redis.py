@@ -44,7 +44,7 @@ from redis.asyncio import Redis
 
 from mpim.metrics.families import CacheMetrics, count_route_lookups
 from mpim.proto import common_pb2, presence_pb2
-from mpim.redisconn import REDIS_ERRORS, Breaker, drop_idle_connections
+from mpim.redisconn import REDIS_ERRORS, Breaker, as_text, drop_idle_connections
 
 logger = logging.getLogger(__name__)
 
@@ -180,10 +180,10 @@ class RedisPresenceService:
             return []
         (seconds, micros), deadlines, *hashes = results
         now_ms = seconds * 1000 + micros // 1000
-        live = {_text(gw) for gw, deadline in deadlines if deadline > now_ms}
+        live = {as_text(gw) for gw, deadline in deadlines if deadline > now_ms}
         found: list[tuple[int, list[tuple[str, str]]]] = []
         for uid, routes in zip(wanted, hashes, strict=True):
-            pairs = [(_text(gw), _text(conn)) for conn, gw in routes.items()]
+            pairs = [(as_text(gw), as_text(conn)) for conn, gw in routes.items()]
             pairs = [(gateway_id, conn_id) for gateway_id, conn_id in pairs if gateway_id in live]
             if pairs:
                 found.append((uid, pairs))
@@ -220,7 +220,7 @@ class RedisPresenceService:
         """
         keys = [self._gateways, self.gateway_key(gateway_id)]
         added, count, expired = await self._beat(keys=keys, args=[gateway_id, self._ttl_ms])
-        for other in map(_text, expired):
+        for other in map(as_text, expired):
             if other != gateway_id:
                 await self._sweep(other)
         if connections is None:
@@ -252,7 +252,7 @@ class RedisPresenceService:
         """
         index_key = self.gateway_key(gateway_id)
         raw: dict[Any, Any] = await self._redis.hgetall(index_key)
-        current = {_text(conn): int(uid) for conn, uid in raw.items()}
+        current = {as_text(conn): int(uid) for conn, uid in raw.items()}
         wanted = {conn: uid for uid, conn in connections()}
         stale = [(conn, uid) for conn, uid in current.items() if wanted.get(conn) != uid]
         missing = [(conn, uid) for conn, uid in wanted.items() if current.get(conn) != uid]
@@ -291,7 +291,3 @@ class RedisPresenceService:
             return None
         self.breaker.succeeded(token)
         return results
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
