@@ -38,6 +38,7 @@ A conn_id must be unique across gateways (the gateway makes it
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
@@ -205,7 +206,7 @@ class RedisPresenceService:
             chunk = wanted[start : start + _ROUTES_PER_CALL]
             keys = [self._gateways, *map(self.route_key, chunk)]
             results = await self._guarded(
-                lambda keys=keys: self._live_routes_script(keys=keys), "get routes"
+                functools.partial(self._live_routes_script, keys=keys), "get routes"
             )
             if results is None:
                 count_route_lookups(self.metrics, 0, len(wanted))
