@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from mpim.proto import common_pb2 as mpim_dot_proto_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18mpim/proto/message.proto\x12\x07mpim.v1\x1a\x17mpim/proto/common.proto\"T\n\x0bSendRequest\x12\x10\n\x08\x66rom_uid\x18\x01 \x01(\x03\x12\x0e\n\x06to_uid\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x15\n\rclient_msg_id\x18\x04 \x01(\t\"[\n\x10SendGroupRequest\x12\x10\n\x08\x66rom_uid\x18\x01 \x01(\x03\x12\x10\n\x08group_id\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x15\n\rclient_msg_id\x18\x04 \x01(\t\".\n\tSendReply\x12\x0e\n\x06msg_id\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"f\n\x08SendItem\x12&\n\x06\x64irect\x18\x01 \x01(\x0b\x32\x14.mpim.v1.SendRequestH\x00\x12*\n\x05group\x18\x02 \x01(\x0b\x32\x19.mpim.v1.SendGroupRequestH\x00\x42\x06\n\x04item\"4\n\x10SendBatchRequest\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.mpim.v1.SendItem\"?\n\x0bSendOutcome\x12!\n\x05reply\x18\x01 \x01(\x0b\x32\x12.mpim.v1.SendReply\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"8\n\x0eSendBatchReply\x12&\n\x08outcomes\x18\x01 \x03(\x0b\x32\x14.mpim.v1.SendOutcome\")\n\x0bPullRequest\x12\x0b\n\x03uid\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\x05\"@\n\x0cMessageBatch\x12\"\n\x08messages\x18\x01 \x03(\x0b\x32\x10.mpim.v1.Message\x12\x0c\n\x04more\x18\x02 \x01(\x08\"<\n\x0bSyncRequest\x12\x0b\n\x03uid\x18\x01 \x01(\x03\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"O\n\tSyncReply\x12\"\n\x08messages\x18\x01 \x03(\x0b\x32\x10.mpim.v1.Message\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\x12\x0c\n\x04more\x18\x03 \x01(\x08\"w\n\x0eHistoryRequest\x12\x0b\n\x03uid\x18\x01 \x01(\x03\x12\x12\n\x08peer_uid\x18\x02 \x01(\x03H\x00\x12\x12\n\x08group_id\x18\x03 \x01(\x03H\x00\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x11\n\tbefore_id\x18\x05 \x01(\x03\x42\x0e\n\x0c\x63onversation\"8\n\x14MarkDeliveredRequest\x12\x0c\n\x04uids\x18\x02 \x03(\x03\x12\x0c\n\x04seqs\x18\x03 \x03(\x03J\x04\x08\x01\x10\x02\x32\xa1\x03\n\x0eMessageService\x12\x30\n\x04Send\x12\x14.mpim.v1.SendRequest\x1a\x12.mpim.v1.SendReply\x12:\n\tSendGroup\x12\x19.mpim.v1.SendGroupRequest\x1a\x12.mpim.v1.SendReply\x12?\n\tSendBatch\x12\x19.mpim.v1.SendBatchRequest\x1a\x17.mpim.v1.SendBatchReply\x12\x33\n\x04Pull\x12\x14.mpim.v1.PullRequest\x1a\x15.mpim.v1.MessageBatch\x12\x30\n\x04Sync\x12\x14.mpim.v1.SyncRequest\x1a\x12.mpim.v1.SyncReply\x12\x39\n\x07History\x12\x17.mpim.v1.HistoryRequest\x1a\x15.mpim.v1.MessageBatch\x12>\n\rMarkDelivered\x12\x1d.mpim.v1.MarkDeliveredRequest\x1a\x0e.mpim.v1.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18mpim/proto/message.proto\x12\x07mpim.v1\x1a\x17mpim/proto/common.proto\"T\n\x0bSendRequest\x12\x10\n\x08\x66rom_uid\x18\x01 \x01(\x03\x12\x0e\n\x06to_uid\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x15\n\rclient_msg_id\x18\x04 \x01(\t\"[\n\x10SendGroupRequest\x12\x10\n\x08\x66rom_uid\x18\x01 \x01(\x03\x12\x10\n\x08group_id\x18\x02 \x01(\x03\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x15\n\rclient_msg_id\x18\x04 \x01(\t\".\n\tSendReply\x12\x0e\n\x06msg_id\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"|\n\x10SendBatchRequest\x12\x11\n\tfrom_uids\x18\x02 \x03(\x03\x12\x0f\n\x07targets\x18\x03 \x03(\x03\x12\x10\n\x08to_group\x18\x04 \x03(\x08\x12\r\n\x05texts\x18\x05 \x03(\t\x12\x16\n\x0e\x63lient_msg_ids\x18\x06 \x03(\tJ\x04\x08\x01\x10\x02R\x05items\"U\n\x0eSendBatchReply\x12\x0f\n\x07msg_ids\x18\x02 \x03(\x03\x12\x12\n\nduplicates\x18\x03 \x03(\x08\x12\x0e\n\x06\x65rrors\x18\x04 \x03(\tJ\x04\x08\x01\x10\x02R\x08outcomes\")\n\x0bPullRequest\x12\x0b\n\x03uid\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\x05\"@\n\x0cMessageBatch\x12\"\n\x08messages\x18\x01 \x03(\x0b\x32\x10.mpim.v1.Message\x12\x0c\n\x04more\x18\x02 \x01(\x08\"<\n\x0bSyncRequest\x12\x0b\n\x03uid\x18\x01 \x01(\x03\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"O\n\tSyncReply\x12\"\n\x08messages\x18\x01 \x03(\x0b\x32\x10.mpim.v1.Message\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\x12\x0c\n\x04more\x18\x03 \x01(\x08\"w\n\x0eHistoryRequest\x12\x0b\n\x03uid\x18\x01 \x01(\x03\x12\x12\n\x08peer_uid\x18\x02 \x01(\x03H\x00\x12\x12\n\x08group_id\x18\x03 \x01(\x03H\x00\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x11\n\tbefore_id\x18\x05 \x01(\x03\x42\x0e\n\x0c\x63onversation\"8\n\x14MarkDeliveredRequest\x12\x0c\n\x04uids\x18\x02 \x03(\x03\x12\x0c\n\x04seqs\x18\x03 \x03(\x03J\x04\x08\x01\x10\x02\x32\xa1\x03\n\x0eMessageService\x12\x30\n\x04Send\x12\x14.mpim.v1.SendRequest\x1a\x12.mpim.v1.SendReply\x12:\n\tSendGroup\x12\x19.mpim.v1.SendGroupRequest\x1a\x12.mpim.v1.SendReply\x12?\n\tSendBatch\x12\x19.mpim.v1.SendBatchRequest\x1a\x17.mpim.v1.SendBatchReply\x12\x33\n\x04Pull\x12\x14.mpim.v1.PullRequest\x1a\x15.mpim.v1.MessageBatch\x12\x30\n\x04Sync\x12\x14.mpim.v1.SyncRequest\x1a\x12.mpim.v1.SyncReply\x12\x39\n\x07History\x12\x17.mpim.v1.HistoryRequest\x1a\x15.mpim.v1.MessageBatch\x12>\n\rMarkDelivered\x12\x1d.mpim.v1.MarkDeliveredRequest\x1a\x0e.mpim.v1.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,26 +38,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDGROUPREQUEST']._serialized_end=239
   _globals['_SENDREPLY']._serialized_start=241
   _globals['_SENDREPLY']._serialized_end=287
-  _globals['_SENDITEM']._serialized_start=289
-  _globals['_SENDITEM']._serialized_end=391
-  _globals['_SENDBATCHREQUEST']._serialized_start=393
-  _globals['_SENDBATCHREQUEST']._serialized_end=445
-  _globals['_SENDOUTCOME']._serialized_start=447
-  _globals['_SENDOUTCOME']._serialized_end=510
-  _globals['_SENDBATCHREPLY']._serialized_start=512
-  _globals['_SENDBATCHREPLY']._serialized_end=568
-  _globals['_PULLREQUEST']._serialized_start=570
-  _globals['_PULLREQUEST']._serialized_end=611
-  _globals['_MESSAGEBATCH']._serialized_start=613
-  _globals['_MESSAGEBATCH']._serialized_end=677
-  _globals['_SYNCREQUEST']._serialized_start=679
-  _globals['_SYNCREQUEST']._serialized_end=739
-  _globals['_SYNCREPLY']._serialized_start=741
-  _globals['_SYNCREPLY']._serialized_end=820
-  _globals['_HISTORYREQUEST']._serialized_start=822
-  _globals['_HISTORYREQUEST']._serialized_end=941
-  _globals['_MARKDELIVEREDREQUEST']._serialized_start=943
-  _globals['_MARKDELIVEREDREQUEST']._serialized_end=999
-  _globals['_MESSAGESERVICE']._serialized_start=1002
-  _globals['_MESSAGESERVICE']._serialized_end=1419
+  _globals['_SENDBATCHREQUEST']._serialized_start=289
+  _globals['_SENDBATCHREQUEST']._serialized_end=413
+  _globals['_SENDBATCHREPLY']._serialized_start=415
+  _globals['_SENDBATCHREPLY']._serialized_end=500
+  _globals['_PULLREQUEST']._serialized_start=502
+  _globals['_PULLREQUEST']._serialized_end=543
+  _globals['_MESSAGEBATCH']._serialized_start=545
+  _globals['_MESSAGEBATCH']._serialized_end=609
+  _globals['_SYNCREQUEST']._serialized_start=611
+  _globals['_SYNCREQUEST']._serialized_end=671
+  _globals['_SYNCREPLY']._serialized_start=673
+  _globals['_SYNCREPLY']._serialized_end=752
+  _globals['_HISTORYREQUEST']._serialized_start=754
+  _globals['_HISTORYREQUEST']._serialized_end=873
+  _globals['_MARKDELIVEREDREQUEST']._serialized_start=875
+  _globals['_MARKDELIVEREDREQUEST']._serialized_end=931
+  _globals['_MESSAGESERVICE']._serialized_start=934
+  _globals['_MESSAGESERVICE']._serialized_end=1351
 # @@protoc_insertion_point(module_scope)

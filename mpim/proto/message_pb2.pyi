@@ -39,33 +39,29 @@ class SendReply(_message.Message):
     duplicate: bool
     def __init__(self, msg_id: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
-class SendItem(_message.Message):
-    __slots__ = ("direct", "group")
-    DIRECT_FIELD_NUMBER: _ClassVar[int]
-    GROUP_FIELD_NUMBER: _ClassVar[int]
-    direct: SendRequest
-    group: SendGroupRequest
-    def __init__(self, direct: _Optional[_Union[SendRequest, _Mapping]] = ..., group: _Optional[_Union[SendGroupRequest, _Mapping]] = ...) -> None: ...
-
 class SendBatchRequest(_message.Message):
-    __slots__ = ("items",)
-    ITEMS_FIELD_NUMBER: _ClassVar[int]
-    items: _containers.RepeatedCompositeFieldContainer[SendItem]
-    def __init__(self, items: _Optional[_Iterable[_Union[SendItem, _Mapping]]] = ...) -> None: ...
-
-class SendOutcome(_message.Message):
-    __slots__ = ("reply", "error")
-    REPLY_FIELD_NUMBER: _ClassVar[int]
-    ERROR_FIELD_NUMBER: _ClassVar[int]
-    reply: SendReply
-    error: str
-    def __init__(self, reply: _Optional[_Union[SendReply, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    __slots__ = ("from_uids", "targets", "to_group", "texts", "client_msg_ids")
+    FROM_UIDS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    TO_GROUP_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_MSG_IDS_FIELD_NUMBER: _ClassVar[int]
+    from_uids: _containers.RepeatedScalarFieldContainer[int]
+    targets: _containers.RepeatedScalarFieldContainer[int]
+    to_group: _containers.RepeatedScalarFieldContainer[bool]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    client_msg_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, from_uids: _Optional[_Iterable[int]] = ..., targets: _Optional[_Iterable[int]] = ..., to_group: _Optional[_Iterable[bool]] = ..., texts: _Optional[_Iterable[str]] = ..., client_msg_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SendBatchReply(_message.Message):
-    __slots__ = ("outcomes",)
-    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
-    outcomes: _containers.RepeatedCompositeFieldContainer[SendOutcome]
-    def __init__(self, outcomes: _Optional[_Iterable[_Union[SendOutcome, _Mapping]]] = ...) -> None: ...
+    __slots__ = ("msg_ids", "duplicates", "errors")
+    MSG_IDS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    msg_ids: _containers.RepeatedScalarFieldContainer[int]
+    duplicates: _containers.RepeatedScalarFieldContainer[bool]
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, msg_ids: _Optional[_Iterable[int]] = ..., duplicates: _Optional[_Iterable[bool]] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("uid", "limit")

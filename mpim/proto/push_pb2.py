@@ -25,15 +25,13 @@ _sym_db = _symbol_database.Default()
 from mpim.proto import common_pb2 as mpim_dot_proto_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mpim/proto/push.proto\x12\x07mpim.v1\x1a\x17mpim/proto/common.proto\"O\n\x08\x44\x65livery\x12!\n\x07message\x18\x01 \x01(\x0b\x32\x10.mpim.v1.Message\x12\x0c\n\x04uids\x18\x03 \x03(\x03\x12\x0c\n\x04seqs\x18\x04 \x03(\x03J\x04\x08\x02\x10\x03\"2\n\tPushBatch\x12%\n\ndeliveries\x18\x01 \x03(\x0b\x32\x11.mpim.v1.Deliveryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mpim/proto/push.proto\x12\x07mpim.v1\x1a\x17mpim/proto/common.proto\"\xbd\x01\n\tPushBatch\x12\x0b\n\x03ids\x18\x02 \x03(\x03\x12#\n\x05kinds\x18\x03 \x03(\x0e\x32\x14.mpim.v1.MessageKind\x12\x11\n\tfrom_uids\x18\x04 \x03(\x03\x12\x0f\n\x07targets\x18\x05 \x03(\x03\x12\r\n\x05ts_ms\x18\x06 \x03(\x03\x12\r\n\x05texts\x18\x07 \x03(\t\x12\x0e\n\x06\x63ounts\x18\x08 \x03(\x05\x12\x0c\n\x04uids\x18\t \x03(\x03\x12\x0c\n\x04seqs\x18\n \x03(\x03J\x04\x08\x01\x10\x02R\ndeliveriesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mpim.proto.push_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DELIVERY']._serialized_start=59
-  _globals['_DELIVERY']._serialized_end=138
-  _globals['_PUSHBATCH']._serialized_start=140
-  _globals['_PUSHBATCH']._serialized_end=190
+  _globals['_PUSHBATCH']._serialized_start=60
+  _globals['_PUSHBATCH']._serialized_end=249
 # @@protoc_insertion_point(module_scope)

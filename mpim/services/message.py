@@ -131,34 +131,43 @@ class MessageServiceImpl(SendsBySubmit):
         return self._submit(GROUP, from_uid, group_id, text, cid)
 
     async def SendBatch(self, request: message_pb2.SendBatchRequest) -> message_pb2.SendBatchReply:
-        # Each item is queued before the first await, so the batch commits in
+        # Each send is queued before the first await, so the batch commits in
         # the order given.
+        columns = (
+            request.from_uids,
+            request.targets,
+            request.to_group,
+            request.texts,
+            request.client_msg_ids,
+        )
+        if len({len(column) for column in columns}) > 1:  # before any is queued
+            raise ValueError(f"SendBatch columns of {[len(c) for c in columns]} sends")
         queued: list[asyncio.Future[SentMessage] | MpimError] = []
-        for item in request.items:
+        for from_uid, target, to_group, text, cid in zip(*columns, strict=True):
             try:
-                if item.WhichOneof("item") == "group":
-                    g = item.group
-                    queued.append(
-                        self.submit_group_send(g.from_uid, g.group_id, g.text, g.client_msg_id)
-                    )
+                if to_group:
+                    queued.append(self.submit_group_send(from_uid, target, text, cid))
                 else:
-                    d = item.direct
-                    queued.append(self.submit_send(d.from_uid, d.to_uid, d.text, d.client_msg_id))
+                    queued.append(self.submit_send(from_uid, target, text, cid))
             except MpimError as exc:
                 queued.append(exc)
-        reply = message_pb2.SendBatchReply()
+        msg_ids: list[int] = []
+        duplicates: list[bool] = []
+        errors: list[str] = []
         for future in queued:
-            outcome = reply.outcomes.add()
             try:
                 if isinstance(future, MpimError):
                     raise future
                 sent = await future
             except MpimError as exc:
-                outcome.error = exc.code.value
+                msg_ids.append(0)
+                duplicates.append(False)
+                errors.append(exc.code.value)
             else:
-                outcome.reply.msg_id = sent.msg_id
-                outcome.reply.duplicate = sent.duplicate
-        return reply
+                msg_ids.append(sent.msg_id)
+                duplicates.append(sent.duplicate)
+                errors.append("")
+        return message_pb2.SendBatchReply(msg_ids=msg_ids, duplicates=duplicates, errors=errors)
 
     def _submit(
         self,

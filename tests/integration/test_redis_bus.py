@@ -160,8 +160,11 @@ async def test_bad_payloads_and_failing_handlers_do_not_stop_the_reader(
 
     await gateway.subscribe("gw-a", handler)
     await redis.publish(gateway.channel("gw-a"), b"\xff\xff not protobuf")
-    unpaired = push_pb2.PushBatch()
-    unpaired.deliveries.add(uids=[1, 2], seqs=[1]).message.text = "unpaired"
+    unpaired = push_pb2.PushBatch(ids=[1], kinds=[1], from_uids=[2], targets=[3], ts_ms=[4])
+    unpaired.texts.append("unpaired")
+    unpaired.counts.append(2)
+    unpaired.uids.extend([1, 2])
+    unpaired.seqs.append(1)
     await redis.publish(gateway.channel("gw-a"), unpaired.SerializeToString())
     await sender.publish("gw-a", batch("boom"))
     await sender.publish("gw-a", batch("fine"))
