@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from mpim.config import RedisSettings, Settings, load_settings
 from mpim.redisconn import REDIS_ERRORS, redis_client
 from mpim.runtime import EmbeddedRuntime
+from mpim.store.database import Database
 from tests.support.lineclient import Account, LineClient
 from tests.support.redis_server import REDIS_URL, delete_prefix, unavailable
 
@@ -204,3 +205,12 @@ async def server(server_factory: ServerFactory) -> Any:
 
 
 __all__ = ["IN_CI", "TOPOLOGIES", "Account", "RunningServer", "make_settings"]
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A started SQLite store in tmp_path, for tests of the parts above it."""
+    database = Database(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    await database.start()
+    yield database
+    await database.stop()

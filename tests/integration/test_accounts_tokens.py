@@ -81,14 +81,6 @@ class PausingRedisCache(PausingFills, RedisCache):
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    await database.start()
-    yield database
-    await database.stop()
-
-
-@pytest.fixture
 def hasher() -> Iterator[PasswordHasher]:
     fast = PasswordHasher(memory_kib=256, time_cost=1, parallelism=1, threads=1)
     yield fast

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,14 +37,6 @@ class WireBatcher(BatchingMessageClient):
         self.requests.append(wire)
         reply = await self.service.SendBatch(wire)
         return message_pb2.SendBatchReply.FromString(reply.SerializeToString())
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    await db.start()
-    yield db
-    await db.stop()
 
 
 @pytest.fixture
