@@ -91,18 +91,21 @@ class BatchingMessageClient(SendsBySubmit, MessageServiceClient):
             request, futures = self._take_batch()
             try:
                 reply = await self.SendBatch(request)
-                outcomes = list(zip(reply.msg_ids, reply.duplicates, reply.errors, strict=True))
-                if len(outcomes) != len(futures):
-                    raise ValueError(f"{len(outcomes)} outcomes for {len(futures)} sends")
             except MpimError as exc:
                 # Not retried: the batch may have committed. Clients retry
                 # with their @cid, which makes a retry safe.
                 _fail(futures, exc.code)
                 continue
-            except ValueError as exc:
-                logger.error("SendBatch answered out of shape: %s", exc)
+            columns = (reply.msg_ids, reply.duplicates, reply.errors)
+            if any(len(column) != len(futures) for column in columns):
+                logger.error(
+                    "SendBatch answered out of shape: %s outcomes for %d sends",
+                    [len(column) for column in columns],
+                    len(futures),
+                )
                 _fail(futures, ErrorCode.INTERNAL)
                 continue
+            outcomes = zip(*columns, strict=True)
             for future, (msg_id, duplicate, error) in zip(futures, outcomes, strict=True):
                 if future.done():
                     continue
