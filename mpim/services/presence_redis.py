@@ -19,9 +19,9 @@ reads the routes in a script that drops those of gateways whose deadline
 has passed - one round trip for any number of uids, and one command: a
 pipeline of one HGETALL per uid cost redis-py about 35 µs of the caller's
 CPU per uid, the script about 6 µs, and a message service looks routes up
-for every batch of messages it pushes. Each beat also sweeps the routes of expired gateways
-(atomically, in a script that re-checks the deadline, so a gateway that came
-back in the meantime keeps its new routes).
+for every batch of messages it pushes. Each beat also sweeps the routes of
+expired gateways (atomically, in a script that re-checks the deadline, so a
+gateway that came back in the meantime keeps its new routes).
 
 Redis is a mirror of the truth the gateways hold, kept honest by
 ``PresenceHeartbeat``: if Redis lost this gateway's entry (restart, flush,
@@ -56,26 +56,33 @@ _EMPTY = common_pb2.Empty()
 Connections = Callable[[], Collection[tuple[int, str]]]
 """The (uid, conn_id) of every logged-in session on one gateway, right now."""
 
-# KEYS: gateways zset, gateway index. ARGV: gateway id, ttl ms.
-# Returns {1 if the gateway was not registered, routes in its index, expired gateways}.
-_BEAT = """
+# The scripts' clock: ms of Redis' own time, as the gateways' deadlines are.
+_NOW_MS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: gateways zset, gateway index. ARGV: gateway id, ttl ms.
+# Returns {1 if the gateway was not registered, routes in its index, expired gateways}.
+_BEAT = (
+    _NOW_MS
+    + """
 local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 local count = redis.call('HLEN', KEYS[2])
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 return {added, count, expired}
 """
+)
 
 # KEYS: gateways zset, gateway index. ARGV: gateway id, route key prefix,
 # '1' to drop only if the gateway's deadline has passed.
 # Returns the number of routes dropped, or -1 if the gateway is alive.
-_DROP = """
+_DROP = (
+    _NOW_MS
+    + """
 if ARGV[3] == '1' then
   local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
   if not score then return -1 end
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   if tonumber(score) > now then return -1 end
 end
 local index = redis.call('HGETALL', KEYS[2])
@@ -89,13 +96,14 @@ redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], ARGV[1])
 return #index / 2
 """
+)
 
 
 # KEYS: gateways zset, then one route hash per uid.
 # Returns, per route hash, its routes on live gateways: {conn_id, gateway_id, ...}.
-_LIVE_ROUTES = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_LIVE_ROUTES = (
+    _NOW_MS
+    + """
 local live = {}
 for _, gw in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
   live[gw] = true
@@ -114,6 +122,7 @@ for i = 2, #KEYS do
 end
 return out
 """
+)
 
 # Uids per _LIVE_ROUTES call: a script holds Redis for its whole run.
 _ROUTES_PER_CALL = 500
@@ -307,7 +316,8 @@ class RedisPresenceService:
             await drop_idle_connections(self._redis)
 
     async def _guarded(self, execute: Callable[[], Any], what: str) -> list[Any] | None:
-        """Run a pipeline unless Redis is known to be down; None if skipped or failed."""
+        """Run a pipeline or script call unless Redis is known to be down; None if
+        skipped or failed."""
         token = self.breaker.attempt()
         if token is None:
             logger.debug("presence: redis down, skipped %s", what)
