@@ -85,7 +85,7 @@ async def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path)
         version = conn.execute(select(schema.schema_version.c.version)).scalar_one()
     engine.dispose()
     assert schema.TOKENS_EXPIRY_INDEX in token_indexes
-    assert version == schema.SCHEMA_VERSION == 7
+    assert version == schema.SCHEMA_VERSION == 8
 
 
 @pytest.mark.parametrize("writer_process", [False, True], ids=["writer-thread", "writer-process"])
@@ -168,7 +168,10 @@ async def test_version_3_sqlite_gets_a_partial_cid_index_and_keeps_its_messages(
 
     engine = await _upgraded(url)
     with engine.connect() as conn:
-        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 7
+        assert (
+            conn.execute(select(schema.schema_version.c.version)).scalar_one()
+            == schema.SCHEMA_VERSION
+        )
         assert inspect(conn).get_unique_constraints("messages") == []
         indexes = {ix["name"]: ix for ix in inspect(conn).get_indexes("messages")}
         assert set(indexes) == {"ix_messages_conv", schema.CID_INDEX}
@@ -264,7 +267,10 @@ async def test_version_5_loses_the_inbox_delivered_column(tmp_path: Path) -> Non
     engine = await _upgraded(url)
     with engine.connect() as conn:
         assert "delivered" not in {c["name"] for c in inspect(conn).get_columns("inbox")}
-        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 7
+        assert (
+            conn.execute(select(schema.schema_version.c.version)).scalar_one()
+            == schema.SCHEMA_VERSION
+        )
     engine.dispose()
 
 
@@ -373,5 +379,146 @@ async def test_version_6_history_keeps_every_readers_seq_without_the_inbox_msg_k
         keys = {c["name"] for c in found.get_unique_constraints("inbox")}
         keys |= {ix["name"] for ix in found.get_indexes("inbox") if ix.get("unique")}
         assert "uq_inbox_uid_msg" not in keys
-        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 7
+        assert (
+            conn.execute(select(schema.schema_version.c.version)).scalar_one()
+            == schema.SCHEMA_VERSION
+        )
     engine.dispose()
+
+
+# The hot tables as versions 5 to 7 created them on SQLite: rows by a hidden
+# rowid, each primary key a separate index.
+_HOT_TABLES_V7 = """
+CREATE TABLE messages (
+    msg_id BIGINT NOT NULL, kind SMALLINT NOT NULL, sender BIGINT NOT NULL,
+    target BIGINT NOT NULL, conv VARCHAR(48) NOT NULL, ts_ms BIGINT NOT NULL,
+    text TEXT NOT NULL, client_msg_id VARCHAR(64), rseq BIGINT, PRIMARY KEY (msg_id)
+);
+CREATE INDEX ix_messages_conv ON messages (conv, msg_id);
+CREATE UNIQUE INDEX uq_messages_sender_cid ON messages (sender, client_msg_id)
+    WHERE client_msg_id IS NOT NULL;
+CREATE TABLE inbox (
+    uid BIGINT NOT NULL, seq BIGINT NOT NULL, msg_id BIGINT NOT NULL, PRIMARY KEY (uid, seq)
+);
+CREATE TABLE group_log (
+    group_id BIGINT NOT NULL, gseq BIGINT NOT NULL, msg_id BIGINT NOT NULL,
+    PRIMARY KEY (group_id, gseq)
+);
+CREATE INDEX ix_group_log_msg_id ON group_log (msg_id);
+CREATE TABLE inbox_runs (
+    uid BIGINT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,
+    group_id BIGINT NOT NULL, first_gseq BIGINT NOT NULL, PRIMARY KEY (uid, first_seq)
+);
+CREATE INDEX ix_inbox_runs_group ON inbox_runs (uid, group_id, first_gseq);
+CREATE TABLE inbox_delivered (uid BIGINT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (uid, seq));
+CREATE TABLE inbox_state (
+    uid BIGINT NOT NULL, last_seq BIGINT NOT NULL, pull_floor BIGINT NOT NULL, PRIMARY KEY (uid)
+);
+"""
+_HOT = ("messages", "inbox", "group_log", "inbox_runs", "inbox_delivered", "inbox_state")
+
+
+def _create_version_7(url: str) -> None:
+    """Users 7 and 8 in group 1; 8 got direct message 1 (seq 1, sent with a
+    cid) and group message 2 by run (seq 2), and holds a mark for seq 4
+    above its floor 1."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        schema.metadata.create_all(
+            conn, tables=[t for t in schema.metadata.sorted_tables if t.name not in _HOT]
+        )
+        for statement in _HOT_TABLES_V7.split(";"):
+            if statement.strip():
+                conn.execute(text(statement))
+        conn.execute(insert(schema.schema_version).values(version=7))
+        _users_7_and_8_in_group_1(conn)
+        conn.execute(
+            insert(schema.messages),
+            [
+                {**_message(1, "c1"), "kind": DIRECT, "rseq": 1},
+                {**_message(2, None), "kind": GROUP, "target": 1, "conv": "g:1", "rseq": None},
+            ],
+        )
+        conn.execute(insert(schema.inbox).values(uid=8, seq=1, msg_id=1))
+        conn.execute(insert(schema.group_log).values(group_id=1, gseq=1, msg_id=2))
+        conn.execute(
+            insert(schema.inbox_runs).values(
+                uid=8, first_seq=2, last_seq=2, group_id=1, first_gseq=1
+            )
+        )
+        conn.execute(insert(schema.inbox_delivered).values(uid=8, seq=4))
+        conn.execute(
+            insert(schema.inbox_state),
+            [
+                {"uid": 7, "last_seq": 0, "pull_floor": 0},
+                {"uid": 8, "last_seq": 4, "pull_floor": 1},
+            ],
+        )
+    engine.dispose()
+
+
+def _rows(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    with engine.connect() as conn:
+        return {
+            name: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {name} ORDER BY 1, 2"))]
+            for name in _HOT
+        }
+
+
+async def test_version_7_sqlite_stores_each_hot_table_in_one_btree(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'v7.sqlite3'}"
+    _create_version_7(url)
+    engine = create_engine(url)
+    before = _rows(engine)
+    engine.dispose()
+
+    engine = await _upgraded(url)
+    assert _rows(engine) == before
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 8
+        tables = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+        ddl = {name: sql for name, sql in tables}
+        for name in ("inbox", "group_log", "inbox_runs", "inbox_delivered"):
+            assert "WITHOUT ROWID" in ddl[name], name
+        for name, key in (("messages", "msg_id"), ("inbox_state", "uid")):
+            assert "WITHOUT ROWID" not in ddl[name]
+            assert all(row[3] != "pk" for row in conn.exec_driver_sql(f"PRAGMA index_list({name})"))
+            # the key is the rowid itself
+            assert (
+                conn.execute(text(f"SELECT count(*) FROM {name} WHERE rowid != {key}")).scalar()
+                == 0
+            )
+        found = inspect(conn)
+        assert {ix["name"] for ix in found.get_indexes("messages")} == {
+            "ix_messages_conv",
+            schema.CID_INDEX,
+        }
+        assert {ix["name"] for ix in found.get_indexes("group_log")} == {"ix_group_log_msg_id"}
+        assert {ix["name"] for ix in found.get_indexes("inbox_runs")} == {"ix_inbox_runs_group"}
+        assert not [t for t in found.get_table_names() if t.endswith("_v7")]
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # a cid: still unique
+        conn.execute(insert(schema.messages), [{**_message(9, "c1"), "sender": 7}])
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # keys: still unique
+        conn.execute(insert(schema.inbox).values(uid=8, seq=1, msg_id=9))
+    engine.dispose()
+
+    db = Database(url, writer_process=True)  # as embedded runs it
+    await db.start()
+    try:
+        store = MessageStore(db)
+        again, fresh = await store.append(
+            [
+                NewMessage(5, DIRECT, 7, 8, 5, "again", "c1"),
+                NewMessage(6, DIRECT, 7, 8, 6, "e", None),
+            ]
+        )
+        assert (again.msg_id, again.duplicate) == (1, True)
+        assert fresh.deliveries == [(8, 5)]  # after the held seq 4's last_seq
+        synced, last, _ = await store.sync(8, 0, 50)
+        assert [(m.id, m.seq) for m in synced] == [(1, 1), (2, 2), (6, 5)] and last == 5
+        assert [(m.id, m.seq) for m in await store.history(8, "d:7:8", 50, None)] == [
+            (6, 5),
+            (1, 1),
+        ]
+    finally:
+        await db.stop()
