@@ -26,12 +26,13 @@ behind one: delivered marks, which a PULL on another gateway waits for
 the server's group commit shares their log flushes. SQLite has one writer,
 so there the side lane is the main one.
 
-A MySQL/MariaDB server that stops answering (frozen, or a network that drops
-packets without a reset) would otherwise hold a store thread forever: each
-connection waits at most ``server_timeout_seconds`` for any answer, and
-then counts as broken (the default, 60 s, outlasts InnoDB's 50 s lock wait,
-so a lock wait is reported as itself). PostgreSQL gets the connect timeout
-only; psycopg has no per-read timeout.
+A MySQL/MariaDB or PostgreSQL server that stops answering (frozen, or a
+network that drops packets without a reset) would otherwise hold a store
+thread forever: each connection waits at most ``server_timeout_seconds`` for
+any answer, and then counts as broken (the default, 60 s, outlasts InnoDB's
+50 s lock wait, so a lock wait is reported as itself). MySQL's driver has a
+read timeout; psycopg has none, so PostgreSQL connections bound their waits
+themselves (``pg_answer``).
 
 When the server cannot be reached (refused, reset, gone away) every read and
 write fails at once with ``StoreUnavailable`` (``-ERR service unavailable``
@@ -148,6 +149,7 @@ class Database:
     ) -> None:
         self.url = url
         self._connect_args = server_connect_args(url, server_timeout_seconds)
+        self._server_timeout = server_timeout_seconds
         self._is_sqlite = make_url(url).get_backend_name() == "sqlite"
         self.metrics = metrics if metrics is not None else StoreMetrics()
         self._sqlite_synchronous = sqlite_synchronous
@@ -212,6 +214,13 @@ class Database:
                 isolation_level="READ COMMITTED",
                 hide_parameters=True,
             )
+            if make_url(self.url).get_backend_name() == "postgresql":
+                from mpim.store import pg_answer  # psycopg is optional
+
+                answering = functools.partial(
+                    pg_answer.connect_answering, seconds=self._server_timeout
+                )
+                event.listen(self._engine, "do_connect", answering)
             self._write_engine = self._engine
         if self._use_process:
             # The child's start-up (imports, mostly) overlaps the migration;
@@ -453,7 +462,8 @@ class Database:
 
 def server_connect_args(url: str, server_timeout_seconds: float | None) -> dict[str, Any]:
     """The driver's timeouts for a server URL (none for SQLite); with no
-    ``server_timeout_seconds``, only the connect timeout."""
+    ``server_timeout_seconds``, only the connect timeout. (PostgreSQL's
+    answer timeout is not a driver option: see ``pg_answer``.)"""
     backend = make_url(url).get_backend_name()
     if backend == "mysql":  # pymysql and mysqlclient take the same three
         args: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT_SECONDS}
