@@ -24,7 +24,9 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import make_url
 
+from mpim.store.checkpointer import Checkpointer
 from mpim.store.database import sqlite_engine
 from mpim.store.frames import READY, STOP, FrameBuffer, encode, frame
 from mpim.store.group_commit import BatchOutcome, Outcome, WriteCall, commit_calls, next_batch
@@ -109,7 +111,9 @@ def _portable(outcome: Outcome) -> Outcome:
         return None, RuntimeError(f"{type(shown).__name__}: {shown}")
 
 
-def serve(sock: socket.socket, engine: Engine, max_batch: int) -> None:
+def serve(
+    sock: socket.socket, engine: Engine, max_batch: int, checkpointer: Checkpointer | None = None
+) -> None:
     calls = _CallReader(sock)
     carried: WriteCall | None = None
     more: Callable[[], WriteCall | None] = calls.poll
@@ -121,6 +125,8 @@ def serve(sock: socket.socket, engine: Engine, max_batch: int) -> None:
         started = time.perf_counter()
         outcome = commit_calls(engine, batch)
         sock.sendall(_answer(outcome, len(batch), time.perf_counter() - started))
+        if checkpointer is not None:
+            checkpointer.after_commit()
 
 
 def main(argv: list[str]) -> int:
@@ -136,15 +142,29 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
-    engine = sqlite_engine(config["url"], config["synchronous"], immediate=True)
+    engine = sqlite_engine(
+        config["url"], config["synchronous"], immediate=True, autocheckpoint=False
+    )
+    checkpointer: Checkpointer | None = None
     try:
         with engine.connect():
             pass  # opens the file and sets it up before saying ready
+        path = make_url(config["url"]).database
+        if path and path != ":memory:":
+            checkpointer = Checkpointer(
+                path,
+                config["synchronous"],
+                int(config["wal_restart_bytes"]),
+                interval=float(config["wal_checkpoint_interval"]),
+            )
+            checkpointer.start()
         sock.sendall(frame(READY))
-        serve(sock, engine, int(config["max_batch"]))
+        serve(sock, engine, int(config["max_batch"]), checkpointer)
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the server went away; it has no one to answer
     finally:
+        if checkpointer is not None:
+            checkpointer.stop()
         engine.dispose()
         sock.close()
     return 0

@@ -102,12 +102,23 @@ class _Link(asyncio.Protocol):
 class WriterProcess:
     """Starts, feeds and stops the writer process for one SQLite file."""
 
-    def __init__(self, url: str, synchronous: str, max_batch: int, observe: BatchObserver) -> None:
+    def __init__(
+        self,
+        url: str,
+        synchronous: str,
+        max_batch: int,
+        observe: BatchObserver,
+        *,
+        wal_restart_bytes: int,
+        wal_checkpoint_interval: float,
+    ) -> None:
         self._config = json.dumps(
             {
                 "url": url,
                 "synchronous": synchronous,
                 "max_batch": max_batch,
+                "wal_restart_bytes": wal_restart_bytes,
+                "wal_checkpoint_interval": wal_checkpoint_interval,
                 "log_level": logging.getLevelName(logging.getLogger("mpim").getEffectiveLevel()),
             }
         )

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from mpim.errors import ErrorCode, MpimError
-from mpim.store import writer_process
+from mpim.store import checkpointer, database, writer_process
 from mpim.store.database import Database
 from mpim.store.failures import StoreUnavailable
 from mpim.store.frames import FrameBuffer, encode
@@ -28,6 +28,7 @@ from tests.support.writer_calls import (
     refuse,
     unpicklable,
     wait_for_file,
+    wal_autocheckpoint,
     writer_children,
 )
 
@@ -290,3 +291,42 @@ def test_refusals_and_outages_survive_pickling() -> None:
     assert isinstance(refusal, MpimError) and refusal.code is ErrorCode.NO_SUCH_GROUP
     outage = pickle.loads(pickle.dumps(StoreUnavailable(OSError("gone"))))
     assert isinstance(outage, StoreUnavailable) and str(outage) == "store unreachable: gone"
+
+
+async def test_the_log_is_checkpointed_beside_the_writer_and_restarted_near_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's commits never checkpoint (one that did took every message
+    behind it 20-50 ms longer); a thread of its process does, and the log
+    still restarts instead of growing with every commit."""
+    limit = 256 * 1024
+    monkeypatch.setattr(database, "WAL_CHECKPOINT_BYTES", limit)
+    monkeypatch.setattr(checkpointer, "INTERVAL_SECONDS", 0.01)
+    path = tmp_path / "w.sqlite3"
+    db = Database(f"sqlite:///{path}", writer_process=True)
+    await db.start()
+    try:
+        assert await db.write(wal_autocheckpoint) == 0
+        # A busy writer: each call a commit of its own, queued back to back,
+        # so a checkpoint of the thread's nearly never ends between two.
+        rows = 4000  # about 4 MiB of rows
+        await asyncio.gather(
+            *(db.write(note, f"k{i}", "x" * 1000, alone=True) for i in range(rows))
+        )
+        # The file is as long as the longest log: the limit, what one
+        # interval adds and what the writer catches up on (2 MiB of 2 KiB
+        # pages at most), not all that was written.
+        extent, restarts, in_file = await asyncio.to_thread(_log_extent_restarts_and_file, path)
+        assert extent < limit + 2 * 1024 * 1024, extent
+        assert restarts >= 3, restarts
+        assert in_file > 3 * 1024 * 1024  # the rows reached the database file
+        assert len(await db.read(notes)) == rows
+    finally:
+        await db.stop()
+
+
+def _log_extent_restarts_and_file(path: Path) -> tuple[int, int, int]:
+    """The log file's size, how often the log restarted (its header's
+    checkpoint sequence number) and the database file's size."""
+    log = Path(f"{path}-wal").read_bytes()
+    return len(log), int.from_bytes(log[12:16], "big"), path.stat().st_size

@@ -23,6 +23,11 @@ def note(conn: Connection, key: str, value: str) -> int:
     return os.getpid()
 
 
+def wal_autocheckpoint(conn: Connection) -> int:
+    """The writer connection's automatic checkpoint limit, in pages (0: never)."""
+    return int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
+
+
 def notes(conn: Connection) -> list[tuple[str, str]]:
     """Every row, in the order they were committed."""
     conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS test_notes (k TEXT PRIMARY KEY, v TEXT)")
