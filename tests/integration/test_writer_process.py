@@ -314,8 +314,8 @@ async def test_the_log_is_checkpointed_beside_the_writer_and_restarted_near_its_
             *(db.write(note, f"k{i}", "x" * 1000, alone=True) for i in range(rows))
         )
         # The file is as long as the longest log: the limit, what one
-        # interval adds and what the writer catches up on (2 MiB of 2 KiB
-        # pages at most), not all that was written.
+        # interval adds and what the writer catches up on (256 pages of
+        # 2 KiB), not all that was written.
         extent, restarts, in_file = await asyncio.to_thread(_log_extent_restarts_and_file, path)
         assert extent < limit + 2 * 1024 * 1024, extent
         assert restarts >= 3, restarts
