@@ -63,7 +63,6 @@ class Checkpointer:
         # The log as the last checkpoint left it: frames in it, frames copied.
         self.log_frames = 0
         self.copied_frames = 0
-        self.checkpoints = 0
         self._thread = threading.Thread(target=self._run, name="mpim-checkpoint", daemon=True)
 
     def start(self) -> None:
@@ -88,6 +87,8 @@ class Checkpointer:
             try:
                 if self._checkpoint():
                     self.log_frames = self.copied_frames = 0  # restarted by the next commit
+            except sqlite3.Error as exc:  # the commit stands; the thread tries again
+                logger.warning("checkpoint failed: %s", exc)
             finally:
                 self._lock.release()
 
@@ -108,6 +109,5 @@ class Checkpointer:
     def _checkpoint(self) -> bool:
         """One PASSIVE checkpoint; whether it copied the whole log."""
         _busy, log, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self.checkpoints += 1
         self.log_frames, self.copied_frames = max(log, 0), max(copied, 0)
         return bool(log >= 0 and log == copied)
