@@ -15,8 +15,10 @@ frame is already copied, which a checkpoint running beside a busy writer
 rarely manages. So once the log passes ``restart_bytes`` the thread copies
 again at once, until at most ``_WRITER_SHARE_FRAMES`` are left (a commit or
 two of c2c's); then the writer copies that rest itself, after its next
-commit, and the commit after restarts the log. The log stays near
-``restart_bytes`` and the writer's share of the work is a few commits' pages.
+commit, and the commit after restarts the log (unless a reader still reads
+an older snapshot from the log then: the writer tries again after its next
+commit). The log stays near ``restart_bytes``; the writer's share is a few
+commits' pages and two fsyncs (log and database file) per restart.
 
 The checkpoint connection syncs as the writer's does (``synchronous``): a
 restarted log must not be the only copy of a commit the disk has not kept.
@@ -70,7 +72,8 @@ class Checkpointer:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
         with self._lock:
             self._conn.close()
 
@@ -98,8 +101,8 @@ class Checkpointer:
             try:
                 with self._lock:
                     self._checkpoint()
-            except sqlite3.Error as exc:  # a full disk, say: the writer will say so too
-                logger.warning("checkpoint failed: %s", exc)
+            except Exception:  # a full disk, say: the writer will say so too
+                logger.warning("checkpoint failed", exc_info=True)
                 pause = self._interval
                 continue
             behind = self.log_frames - self.copied_frames

@@ -32,9 +32,10 @@ A MySQL/MariaDB or PostgreSQL server that stops answering (frozen, or a
 network that drops packets without a reset) would otherwise hold a store
 thread forever: each connection waits at most ``server_timeout_seconds`` for
 any answer, and then counts as broken (the default, 60 s, outlasts InnoDB's
-50 s lock wait, so a lock wait is reported as itself). MySQL's driver has a
-read timeout; psycopg has none, so PostgreSQL connections bound their waits
-themselves (``pg_answer``).
+50 s lock wait, so there a lock wait is reported as itself; PostgreSQL waits
+for locks without a limit, so a longer one counts as the server gone). MySQL's
+driver has a read timeout; psycopg has none, so PostgreSQL connections (the
+``psycopg`` driver) bound their waits themselves (``pg_answer``).
 
 When the server cannot be reached (refused, reset, gone away) every read and
 write fails at once with ``StoreUnavailable`` (``-ERR service unavailable``
@@ -97,14 +98,19 @@ _CONNECT_TIMEOUT_SECONDS = 5
 
 
 def sqlite_engine(
-    url: str, synchronous: str, *, immediate: bool, autocheckpoint: bool = True
+    url: str,
+    synchronous: str,
+    *,
+    immediate: bool,
+    autocheckpoint_bytes: int = WAL_CHECKPOINT_BYTES,
 ) -> Engine:
     """An engine for MPIM's SQLite file, tuned as described above.
 
     ``immediate``: transactions begin with BEGIN IMMEDIATE (the writer's).
-    ``autocheckpoint``: commits checkpoint the log when it passes
-    ``WAL_CHECKPOINT_BYTES``; the writer process's do not, its
-    ``Checkpointer`` does instead.
+    ``autocheckpoint_bytes``: a commit that takes the log past this size
+    checkpoints it. The writer process's ``Checkpointer`` does that work
+    beside the commits, so its connection's mark is only a safety net, far
+    above where the Checkpointer restarts the log.
     hide_parameters: an error's text (logged, or shown at start-up) must not
     carry message texts or password and token hashes.
     """
@@ -114,7 +120,7 @@ def sqlite_engine(
         hide_parameters=True,
     )
     configure = functools.partial(
-        _configure_sqlite, synchronous=synchronous, autocheckpoint=autocheckpoint
+        _configure_sqlite, synchronous=synchronous, autocheckpoint_bytes=autocheckpoint_bytes
     )
     event.listen(engine, "connect", configure)
     begin = _sqlite_begin_immediate if immediate else _sqlite_begin_deferred
@@ -123,7 +129,7 @@ def sqlite_engine(
 
 
 def _configure_sqlite(
-    dbapi_conn: Any, _record: Any, *, synchronous: str, autocheckpoint: bool
+    dbapi_conn: Any, _record: Any, *, synchronous: str, autocheckpoint_bytes: int
 ) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
@@ -132,8 +138,7 @@ def _configure_sqlite(
     _switch_to_wal(cursor)
     cursor.execute(f"PRAGMA synchronous={synchronous}")
     page_size = int(cursor.execute("PRAGMA page_size").fetchone()[0])
-    pages = WAL_CHECKPOINT_BYTES // page_size if autocheckpoint else 0
-    cursor.execute(f"PRAGMA wal_autocheckpoint={pages}")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint_bytes // page_size}")
     # After a checkpoint the log file is cut back to this size.
     cursor.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_BYTES}")
     cursor.close()
@@ -228,7 +233,7 @@ class Database:
                 isolation_level="READ COMMITTED",
                 hide_parameters=True,
             )
-            if make_url(self.url).get_backend_name() == "postgresql":
+            if make_url(self.url).get_driver_name() == "psycopg":
                 from mpim.store import pg_answer  # psycopg is optional
 
                 answering = functools.partial(

@@ -33,7 +33,9 @@ class AnsweringConnection(psycopg.Connection[Any]):
     def wait(
         self, gen: PQGen[RV], interval: float = _WAIT_INTERVAL, timeout: float | None = None
     ) -> RV:
-        limit = self.answer_timeout if timeout is None else timeout
+        if timeout is not None:  # psycopg's own bound (notifies, say): its rules
+            return super().wait(gen, interval, timeout)
+        limit = self.answer_timeout
         try:
             return super().wait(gen, interval, limit)
         except errors._WaitTimeout as exc:  # psycopg's, raised only when ``limit`` passes

@@ -378,13 +378,25 @@ def _sqlite_shaped(conn: Connection, table: Table) -> bool:
 
 def _sqlite_rebuild(conn: Connection, table: Table) -> None:
     old = f"{table.name}_v7"
-    for index in table.indexes:  # names are per database: the new table takes them
-        conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+    ours = {index.name for index in table.indexes}
+    # Indexes an operator added go with the old table: made again after.
+    added = [
+        str(sql)
+        for name, sql in conn.execute(
+            text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :t"),
+            {"t": table.name},
+        )
+        if sql is not None and name not in ours
+    ]
+    for name in ours:  # names are per database: the new table takes them
+        conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
     conn.execute(text(f"ALTER TABLE {table.name} RENAME TO {old}"))
     table.create(conn)
     columns = ", ".join(c.name for c in table.columns)
     conn.execute(text(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {old}"))
     conn.execute(text(f"DROP TABLE {old}"))
+    for sql in added:
+        conn.execute(text(sql))
 
 
 def _raise_floors_over_held(conn: Connection) -> None:

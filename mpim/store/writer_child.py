@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.engine import make_url
 
 from mpim.store.checkpointer import Checkpointer
 from mpim.store.database import sqlite_engine
@@ -129,6 +128,22 @@ def serve(
             checkpointer.after_commit()
 
 
+# The writer's own automatic checkpoint, at this many times the log size the
+# Checkpointer restarts at: never reached while the Checkpointer works, and a
+# bound on the log if it stops.
+_SAFETY_NET_RESTARTS = 32
+
+
+def _main_file(engine: Engine) -> str | None:
+    """The database file's path as SQLite opened it (a URI's too); None in memory."""
+    raw = engine.raw_connection()
+    try:
+        rows = raw.driver_connection.execute("PRAGMA database_list").fetchall()  # type: ignore[union-attr]
+    finally:
+        raw.close()
+    return next((str(file) for _, name, file in rows if name == "main" and file), None)
+
+
 def main(argv: list[str]) -> int:
     fd, config = int(argv[0]), json.loads(argv[1])
     logging.basicConfig(
@@ -142,19 +157,21 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
+    restart_bytes = int(config["wal_restart_bytes"])
     engine = sqlite_engine(
-        config["url"], config["synchronous"], immediate=True, autocheckpoint=False
+        config["url"],
+        config["synchronous"],
+        immediate=True,
+        autocheckpoint_bytes=_SAFETY_NET_RESTARTS * restart_bytes,
     )
     checkpointer: Checkpointer | None = None
     try:
-        with engine.connect():
-            pass  # opens the file and sets it up before saying ready
-        path = make_url(config["url"]).database
-        if path and path != ":memory:":
+        path = _main_file(engine)  # also opens the file and sets it up before saying ready
+        if path:
             checkpointer = Checkpointer(
                 path,
                 config["synchronous"],
-                int(config["wal_restart_bytes"]),
+                restart_bytes,
                 interval=float(config["wal_checkpoint_interval"]),
             )
             checkpointer.start()

@@ -430,6 +430,8 @@ def _create_version_7(url: str) -> None:
         for statement in _HOT_TABLES_V7.split(";"):
             if statement.strip():
                 conn.execute(text(statement))
+        # One an operator added: the upgrade must not drop it.
+        conn.execute(text("CREATE INDEX ix_ops_sender_ts ON messages (sender, ts_ms)"))
         conn.execute(insert(schema.schema_version).values(version=7))
         _users_7_and_8_in_group_1(conn)
         conn.execute(
@@ -492,6 +494,7 @@ async def test_version_7_sqlite_stores_each_hot_table_in_one_btree(tmp_path: Pat
         assert {ix["name"] for ix in found.get_indexes("messages")} == {
             "ix_messages_conv",
             schema.CID_INDEX,
+            "ix_ops_sender_ts",
         }
         assert {ix["name"] for ix in found.get_indexes("group_log")} == {"ix_group_log_msg_id"}
         assert {ix["name"] for ix in found.get_indexes("inbox_runs")} == {"ix_inbox_runs_group"}
