@@ -5,7 +5,8 @@ also copies every page changed since the last checkpoint into the database
 file and syncs it: under load that commit took 20-50 ms, and every message
 behind it waited as long (embedded c2c at 5,000 msg/s offered: end-to-end
 p99 15-42 ms, 9-13 ms with checkpoints held off altogether). Here the writer's
-connection never checkpoints; a thread of the writer process does, on its
+connection does not checkpoint (save as a safety net far above the
+restart size); a thread of the writer process does, on its
 own connection, every ``interval`` seconds. A checkpoint and a commit run at
 the same time: SQLite copies only frames that are already committed, and the
 thread holds no lock a commit needs (PASSIVE mode).

@@ -18,7 +18,7 @@ Measured with embedded c2c at 10,000 msg/s offered: disk writes halved
 (150 to 75 MB/s) and end-to-end p50 fell from about 30 ms to 5-15 ms;
 closed-loop and group throughput did not change. (At 1 KiB pages group
 fan-out lost 10 %.) Existing databases keep their page size. The writer
-process goes further: its commits never checkpoint, a thread beside them
+process goes further: its commits do not checkpoint, a thread beside them
 does (``checkpointer``), and the log restarts near the same 64 MiB.
 
 On MySQL/MariaDB and PostgreSQL a second writer thread, the side lane,
