@@ -84,8 +84,8 @@ class Checkpointer:
         writer's next transaction restarts the log. (Only a checkpoint between
         two of the writer's transactions can: one that ends while a
         transaction is open sees it add frames at its commit.)"""
-        behind = self.log_frames - self.copied_frames
-        if self.log_frames < self._restart_frames or behind > _WRITER_SHARE_FRAMES:
+        left = self._left_before_restart()
+        if left is None or left > _WRITER_SHARE_FRAMES:
             return
         if self._lock.acquire(blocking=False):  # else the thread is copying now
             try:
@@ -106,9 +106,15 @@ class Checkpointer:
                 logger.warning("checkpoint failed", exc_info=True)
                 pause = self._interval
                 continue
-            behind = self.log_frames - self.copied_frames
-            chasing = self.log_frames >= self._restart_frames and behind > _WRITER_SHARE_FRAMES
+            left = self._left_before_restart()
+            chasing = left is not None and left > _WRITER_SHARE_FRAMES
             pause = _CATCH_UP_PAUSE_SECONDS if chasing else self._interval
+
+    def _left_before_restart(self) -> int | None:
+        """Frames still to copy in a log due for a restart; None if it is not due."""
+        if self.log_frames < self._restart_frames:
+            return None
+        return self.log_frames - self.copied_frames
 
     def _checkpoint(self) -> bool:
         """One PASSIVE checkpoint; whether it copied the whole log."""
