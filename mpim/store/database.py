@@ -137,6 +137,12 @@ def _configure_sqlite(
     cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
     _switch_to_wal(cursor)
     cursor.execute(f"PRAGMA synchronous={synchronous}")
+    # A multi-row statement in a transaction keeps a copy of each page it
+    # changes, to undo just itself; past 64 KiB SQLite spilled that copy to
+    # a temporary file: an open, an unlink and two writes per page in
+    # nearly every group commit. In memory it is a page copy. Sorts that
+    # need a temporary b-tree stay in memory too; MPIM's queries are bounded.
+    cursor.execute("PRAGMA temp_store=MEMORY")
     page_size = int(cursor.execute("PRAGMA page_size").fetchone()[0])
     cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint_bytes // page_size}")
     # After a checkpoint the log file is cut back to this size.
