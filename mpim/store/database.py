@@ -54,7 +54,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -141,13 +141,31 @@ def _configure_sqlite(
     # changes, to undo just itself; past 64 KiB SQLite spilled that copy to
     # a temporary file: an open, an unlink and two writes per page in
     # nearly every group commit. In memory it is a page copy. Sorts that
-    # need a temporary b-tree stay in memory too; MPIM's queries are bounded.
+    # need a temporary b-tree stay in memory too; MPIM's queries are bounded,
+    # and a schema upgrade, whose are not, switches back to files meanwhile.
     cursor.execute("PRAGMA temp_store=MEMORY")
     page_size = int(cursor.execute("PRAGMA page_size").fetchone()[0])
     cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint_bytes // page_size}")
     # After a checkpoint the log file is cut back to this size.
     cursor.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_BYTES}")
     cursor.close()
+
+
+@contextlib.contextmanager
+def _temporary_files_on_disk(conn: Connection, backend: str) -> Iterator[None]:
+    """An upgrade's temporary data on disk, not in memory: copying a table
+    into its new shape reuses the pages of tables dropped before it, and the
+    statement's rollback copy of those can be as large as the table."""
+    if backend != "sqlite":
+        yield
+        return
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    raw.execute("PRAGMA temp_store=FILE")  # outside a transaction, as it must be
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA temp_store=MEMORY")
 
 
 def _sqlite_begin_immediate(conn: Connection) -> None:
@@ -307,7 +325,7 @@ class Database:
 
     @staticmethod
     def _migrate_on(engine: Engine, backend: str) -> None:
-        with engine.connect() as conn:
+        with engine.connect() as conn, _temporary_files_on_disk(conn, backend):
             # SQLite's BEGIN IMMEDIATE already serialises; servers need a lock.
             # MySQL's is the session's, and is released only after the commit:
             # its DDL commits at once, so a process let in before the version

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, event
 
-from mpim.store import rawsql
+from mpim.store import database, rawsql
 from mpim.store.database import SQLITE_PAGE_SIZE, WAL_CHECKPOINT_BYTES, Database, sqlite_engine
 from mpim.store.messages import DIRECT, MessageStore, NewMessage
+from mpim.store.schema import migrate
 from mpim.store.users import UserStore
 
 
@@ -173,3 +174,32 @@ def test_a_statement_changing_many_pages_keeps_its_rollback_copy_in_memory(
             assert _temp_files_open() == []
     finally:
         engine.dispose()
+
+
+async def test_a_schema_upgrade_keeps_its_temporary_data_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An upgrade's statements copy whole tables; their rollback copies and
+    # sorts may be as large as a table, so they are not held in memory.
+    seen: list[int] = []
+
+    def noting_migrate(conn: Connection) -> None:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        seen.append(raw.execute("PRAGMA temp_store").fetchone()[0])
+        migrate(conn)
+
+    monkeypatch.setattr(database, "migrate", noting_migrate)
+    db = Database(f"sqlite:///{tmp_path / 'upgrade.sqlite3'}", writer_process=False)
+    await db.start()
+    try:
+        engine = db._write_engine  # the writer thread's, which migrated
+        assert engine is not None
+        with engine.connect() as conn:  # the same pooled connection, given back
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            after = raw.execute("PRAGMA temp_store").fetchone()[0]
+    finally:
+        await db.stop()
+    assert seen == [1]  # FILE while migrating
+    assert after == 2  # MEMORY for the commits after
