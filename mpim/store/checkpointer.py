@@ -32,6 +32,8 @@ import sqlite3
 import threading
 from typing import Final
 
+from mpim.store.database import SQLITE_BUSY_SECONDS
+
 logger = logging.getLogger(__name__)
 
 INTERVAL_SECONDS: Final = 0.25
@@ -54,7 +56,7 @@ class Checkpointer:
         interval: float = INTERVAL_SECONDS,
     ) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA busy_timeout=10000")
+        self._conn.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         # Opens the file in WAL mode; until then a checkpoint reports no log.
         self._conn.execute("PRAGMA journal_mode").fetchone()

@@ -64,7 +64,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from mpim.metrics.families import StoreMetrics
-from mpim.store import checkpointer
 from mpim.store.failures import StoreUnavailable, is_unreachable
 from mpim.store.group_commit import BatchOutcome, WriteCall, commit_calls, next_batch, settle
 from mpim.store.schema import migrate
@@ -266,6 +265,8 @@ class Database:
                 event.listen(self._engine, "do_connect", answering)
             self._write_engine = self._engine
         if self._use_process:
+            from mpim.store import checkpointer  # it imports this module's settings
+
             # The child's start-up (imports, mostly) overlaps the migration;
             # opening the file beside it is safe (busy timeout, WAL switch).
             self._process = WriterProcess(
