@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Connection,
+    Select,
     and_,
     func,
     insert,
@@ -25,7 +26,7 @@ from sqlalchemy import (
 
 from mpim.errors import ErrorCode
 from mpim.proto import common_pb2
-from mpim.store import rawsql
+from mpim.store import conv_index, rawsql
 from mpim.store.database import Database
 from mpim.store.schema import (
     chat_groups,
@@ -471,15 +472,7 @@ class MessageStore:
         """Newest first; seq is the reader's own (0 for what they sent or never received)."""
 
         def job(conn: Connection) -> list[common_pb2.Message]:
-            query = (
-                select(*_MESSAGE_COLUMNS, messages.c.rseq)
-                .where(messages.c.conv == conv)
-                .order_by(messages.c.msg_id.desc())
-                .limit(limit)
-            )
-            if before_id is not None:
-                query = query.where(messages.c.msg_id < before_id)
-            rows = conn.execute(query).all()
+            rows = conn.execute(_history_query(conn, conv, limit, before_id)).all()
             received = [int(r.msg_id) for r in rows if r.kind == GROUP and r.sender != uid]
             group_seqs = _group_seqs(conn, uid, received)
             group_seqs.update(
@@ -503,6 +496,22 @@ class MessageStore:
 
 
 # -- write calls: module-level, so they can cross to the writer process -----
+
+
+def _history_query(conn: Connection, conv: str, limit: int, before_id: int | None) -> Select[Any]:
+    columns = (*_MESSAGE_COLUMNS, messages.c.rseq)
+    if rawsql.is_sqlite(conn):
+        ids = conv_index.newest_ids(conv, limit, before_id).subquery()
+        return (
+            select(*columns)
+            .select_from(ids.join(messages, messages.c.msg_id == ids.c.msg_id))
+            .order_by(messages.c.msg_id.desc())
+            .limit(limit)
+        )
+    query = select(*columns).where(messages.c.conv == conv)
+    if before_id is not None:
+        query = query.where(messages.c.msg_id < before_id)
+    return query.order_by(messages.c.msg_id.desc()).limit(limit)
 
 
 def _claim_worker_id(conn: Connection, instance_id: str, now_ms: int) -> int:
@@ -588,6 +597,7 @@ def _append(conn: Connection, batch: list[NewMessage]) -> list[StoredMessage]:
     fresh = accepted
     if not fresh:
         return results
+    convs = [conversation_key(s.message.kind, s.message.sender, s.message.target) for s in fresh]
     rawsql.insert_rows(
         conn,
         "messages",
@@ -598,15 +608,17 @@ def _append(conn: Connection, batch: list[NewMessage]) -> list[StoredMessage]:
                 int(s.message.kind),
                 s.message.sender,
                 s.message.target,
-                conversation_key(s.message.kind, s.message.sender, s.message.target),
+                conv,
                 s.message.ts_ms,
                 s.message.text,
                 s.message.cid,
                 s.deliveries[0][1] if s.message.kind == DIRECT else None,
             )
-            for s in fresh
+            for s, conv in zip(fresh, convs, strict=True)
         ],
     )
+    if rawsql.is_sqlite(conn):
+        conv_index.record(conn, [(s.msg_id, conv) for s, conv in zip(fresh, convs, strict=True)])
     if inbox_rows:
         rawsql.insert_rows(conn, "inbox", ("uid", "seq", "msg_id"), inbox_rows)
     if log_rows:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -23,15 +23,20 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.engine import Dialect
+from sqlalchemy.schema import SchemaItem
+from sqlalchemy.sql.compiler import DDLCompiler
+from sqlalchemy.sql.ddl import BaseDDLElement
 
 from mpim.proto import common_pb2
 from mpim.store import rawsql
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 TOKENS_EXPIRY_INDEX: Final = "ix_tokens_expires_at_ms"
 CID_INDEX: Final = "uq_messages_sender_cid"
+CONV_INDEX: Final = "ix_messages_conv"
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere ids are BIGINT.
 # Such a key is the row's rowid itself: the table needs no separate index for
@@ -39,6 +44,23 @@ CID_INDEX: Final = "uq_messages_sender_cid"
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
 
 metadata = MetaData()
+# Tables only the embedded store (SQLite, one writer) has.
+sqlite_metadata = MetaData()
+
+
+def _not_sqlite(
+    ddl: BaseDDLElement,
+    target: SchemaItem | str,
+    bind: Connection | None,
+    tables: list[Table] | None = None,
+    state: Any | None = None,
+    *,
+    dialect: Dialect,
+    compiler: DDLCompiler | None = None,
+    checkfirst: bool = False,
+) -> bool:
+    return dialect.name != "sqlite"
+
 
 schema_version = Table(
     "mpim_schema_version",
@@ -115,7 +137,9 @@ messages = Table(
     # a direct message's seq in its recipient's inbox (since version 7): what
     # HISTORY shows them, where an index on inbox (uid, msg_id) found it
     Column("rseq", BigInteger, nullable=True),
-    Index("ix_messages_conv", "conv", "msg_id"),
+    # HISTORY's index. SQLite (since version 9) keeps it as a table of its
+    # own, written in batches (``conv_index``): see store/conv_index.py.
+    Index(CONV_INDEX, "conv", "msg_id").ddl_if(callable_=_not_sqlite),
     # Only messages sent with @cid= need an entry: where the backend has
     # partial indexes, the others cost no index page (since version 4).
     Index(
@@ -212,6 +236,27 @@ message_workers = Table(
     Column("worker_seq", AutoId, primary_key=True, autoincrement=True),
     Column("instance_id", String(64), nullable=False),
     Column("started_at_ms", BigInteger, nullable=False),
+)
+
+# SQLite's conversation index (since version 9): (conv, msg_id) of every
+# message but the newest, which wait in conv_pending, in arrival order, to be
+# merged here a few thousand at a time (store/conv_index.py).
+conv_index = Table(
+    "conv_index",
+    sqlite_metadata,
+    Column("conv", String(48), nullable=False),
+    Column("msg_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("conv", "msg_id"),
+    sqlite_with_rowid=False,
+)
+
+conv_pending = Table(
+    "conv_pending",
+    sqlite_metadata,
+    # 1, 2, 3 ... after each merge empties the table: max(pos) is its size
+    Column("pos", Integer, primary_key=True, autoincrement=True),
+    Column("msg_id", BigInteger, nullable=False),
+    Column("conv", String(48), nullable=False),
 )
 
 
@@ -399,6 +444,30 @@ def _sqlite_rebuild(conn: Connection, table: Table) -> None:
         conn.execute(text(sql))
 
 
+def _upgrade_8_to_9(conn: Connection) -> None:
+    """SQLite: HISTORY's index on messages (conv, msg_id) becomes the
+    ``conv_index`` table, which new messages reach in batches.
+
+    Written with each message, the index cost every message a random leaf
+    page per commit, about half of what a commit wrote to the log
+    (store/conv_index.py). Other backends keep the index: InnoDB already
+    buffers changes to secondary indexes, and two message services
+    appending at once would need a lock around the batches.
+    """
+    if conn.dialect.name != "sqlite":
+        return
+    sqlite_metadata.create_all(conn, checkfirst=True)
+    conn.execute(text("DELETE FROM conv_pending"))
+    conn.execute(text("DELETE FROM conv_index"))
+    conn.execute(
+        text(
+            "INSERT INTO conv_index (conv, msg_id) "
+            "SELECT conv, msg_id FROM messages ORDER BY conv, msg_id"
+        )
+    )
+    conn.execute(text(f"DROP INDEX IF EXISTS {CONV_INDEX}"))
+
+
 def _raise_floors_over_held(conn: Connection) -> None:
     """Keep the rule that no floor stops just below a held seq (marks rely on it)."""
     rows = conn.execute(
@@ -425,6 +494,7 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     5: _upgrade_5_to_6,
     6: _upgrade_6_to_7,
     7: _upgrade_7_to_8,
+    8: _upgrade_8_to_9,
 }
 
 
@@ -437,6 +507,8 @@ def migrate(conn: Connection) -> int:
     existing = set(inspect(conn).get_table_names())
     if schema_version.name not in existing:
         metadata.create_all(conn)
+        if conn.dialect.name == "sqlite":
+            sqlite_metadata.create_all(conn)
         conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
         logger.info("created schema version %d", SCHEMA_VERSION)
         return SCHEMA_VERSION

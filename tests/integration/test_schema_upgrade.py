@@ -85,7 +85,7 @@ async def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path)
         version = conn.execute(select(schema.schema_version.c.version)).scalar_one()
     engine.dispose()
     assert schema.TOKENS_EXPIRY_INDEX in token_indexes
-    assert version == schema.SCHEMA_VERSION == 8
+    assert version == schema.SCHEMA_VERSION == 9
 
 
 @pytest.mark.parametrize("writer_process", [False, True], ids=["writer-thread", "writer-process"])
@@ -174,7 +174,9 @@ async def test_version_3_sqlite_gets_a_partial_cid_index_and_keeps_its_messages(
         )
         assert inspect(conn).get_unique_constraints("messages") == []
         indexes = {ix["name"]: ix for ix in inspect(conn).get_indexes("messages")}
-        assert set(indexes) == {"ix_messages_conv", schema.CID_INDEX}
+        assert set(indexes) == {schema.CID_INDEX}  # HISTORY's is a table since version 9
+        entries = conn.execute(text("SELECT conv, msg_id FROM conv_index ORDER BY msg_id"))
+        assert [tuple(row) for row in entries] == [("d:7:8", 1), ("d:7:8", 2)]
         ddl = conn.execute(
             text("SELECT sql FROM sqlite_master WHERE name = :n"), {"n": schema.CID_INDEX}
         ).scalar_one()
@@ -477,7 +479,7 @@ async def test_version_7_sqlite_stores_each_hot_table_in_one_btree(tmp_path: Pat
     engine = await _upgraded(url)
     assert _rows(engine) == before
     with engine.connect() as conn:
-        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 8
+        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 9
         tables = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
         ddl = {name: sql for name, sql in tables}
         for name in ("inbox", "group_log", "inbox_runs", "inbox_delivered"):
@@ -492,7 +494,6 @@ async def test_version_7_sqlite_stores_each_hot_table_in_one_btree(tmp_path: Pat
             )
         found = inspect(conn)
         assert {ix["name"] for ix in found.get_indexes("messages")} == {
-            "ix_messages_conv",
             schema.CID_INDEX,
             "ix_ops_sender_ts",
         }
