@@ -26,7 +26,7 @@ from sqlalchemy import (
 
 from mpim.errors import ErrorCode
 from mpim.proto import common_pb2
-from mpim.store import conv_index, rawsql
+from mpim.store import batched_index, rawsql
 from mpim.store.database import Database
 from mpim.store.schema import (
     chat_groups,
@@ -185,13 +185,7 @@ def _window(conn: Connection, uid: int, lo: int, hi: int) -> list[Any]:
     inbox row; group messages are found through the user's runs in the
     group log.
     """
-    rows = list(
-        conn.execute(
-            select(*_MESSAGE_COLUMNS, inbox.c.seq)
-            .select_from(inbox.join(messages, messages.c.msg_id == inbox.c.msg_id))
-            .where(inbox.c.uid == uid, inbox.c.seq > lo, inbox.c.seq <= hi)
-        ).all()
-    )
+    rows = list(conn.execute(_inbox_query(conn, uid, lo, hi)).all())
     # Runs are disjoint and ordered by first_seq: the one holding lo + 1 starts
     # at or before it, every later one after it.
     start = (
@@ -221,6 +215,19 @@ def _window(conn: Connection, uid: int, lo: int, hi: int) -> list[Any]:
     )
     rows.sort(key=lambda row: int(row.seq))
     return rows
+
+
+def _inbox_query(conn: Connection, uid: int, lo: int, hi: int) -> Select[Any]:
+    if rawsql.is_sqlite(conn):
+        rows = batched_index.inbox_window(uid, lo, hi)
+        return select(*_MESSAGE_COLUMNS, rows.c.seq).select_from(
+            rows.join(messages, messages.c.msg_id == rows.c.msg_id)
+        )
+    return (
+        select(*_MESSAGE_COLUMNS, inbox.c.seq)
+        .select_from(inbox.join(messages, messages.c.msg_id == inbox.c.msg_id))
+        .where(inbox.c.uid == uid, inbox.c.seq > lo, inbox.c.seq <= hi)
+    )
 
 
 def _group_seqs(conn: Connection, uid: int, msg_ids: list[int]) -> dict[int, int]:
@@ -501,7 +508,7 @@ class MessageStore:
 def _history_query(conn: Connection, conv: str, limit: int, before_id: int | None) -> Select[Any]:
     columns = (*_MESSAGE_COLUMNS, messages.c.rseq)
     if rawsql.is_sqlite(conn):
-        ids = conv_index.newest_ids(conv, limit, before_id).subquery()
+        ids = batched_index.newest_ids(conv, limit, before_id).subquery()
         return (
             select(*columns)
             .select_from(ids.join(messages, messages.c.msg_id == ids.c.msg_id))
@@ -618,8 +625,8 @@ def _append(conn: Connection, batch: list[NewMessage]) -> list[StoredMessage]:
         ],
     )
     if rawsql.is_sqlite(conn):
-        conv_index.record(conn, [(s.msg_id, conv) for s, conv in zip(fresh, convs, strict=True)])
-    if inbox_rows:
+        batched_index.record(conn, [_entry(s, conv) for s, conv in zip(fresh, convs, strict=True)])
+    elif inbox_rows:
         rawsql.insert_rows(conn, "inbox", ("uid", "seq", "msg_id"), inbox_rows)
     if log_rows:
         rawsql.insert_rows(conn, "group_log", ("group_id", "gseq", "msg_id"), log_rows)
@@ -635,6 +642,13 @@ def _append(conn: Connection, batch: list[NewMessage]) -> list[StoredMessage]:
     else:
         rawsql.advance_last_seqs(conn, [(uid, last_seq[uid] - first_seq[uid]) for uid in touched])
     return results
+
+
+def _entry(stored: StoredMessage, conv: str) -> batched_index.Entry:
+    if stored.message.kind == DIRECT:
+        uid, seq = stored.deliveries[0]
+        return (stored.msg_id, conv, uid, seq)
+    return (stored.msg_id, conv, None, None)
 
 
 def _lock_groups(conn: Connection, fresh: list[StoredMessage]) -> dict[int, int]:

@@ -33,7 +33,7 @@ from mpim.store import rawsql
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 9
+SCHEMA_VERSION: Final = 10
 TOKENS_EXPIRY_INDEX: Final = "ix_tokens_expires_at_ms"
 CID_INDEX: Final = "uq_messages_sender_cid"
 CONV_INDEX: Final = "ix_messages_conv"
@@ -138,7 +138,7 @@ messages = Table(
     # HISTORY shows them, where an index on inbox (uid, msg_id) found it
     Column("rseq", BigInteger, nullable=True),
     # HISTORY's index. SQLite (since version 9) keeps it as a table of its
-    # own, written in batches (``conv_index``): see store/conv_index.py.
+    # own, written in batches (``conv_index``): see store/batched_index.py.
     Index(CONV_INDEX, "conv", "msg_id").ddl_if(callable_=_not_sqlite),
     # Only messages sent with @cid= need an entry: where the backend has
     # partial indexes, the others cost no index page (since version 4).
@@ -239,8 +239,9 @@ message_workers = Table(
 )
 
 # SQLite's conversation index (since version 9): (conv, msg_id) of every
-# message but the newest, which wait in conv_pending, in arrival order, to be
-# merged here a few thousand at a time (store/conv_index.py).
+# message but the newest, whose entries wait in index_pending, in arrival
+# order, to be merged here (and into the inbox) in batches (since version
+# 10; store/batched_index.py).
 conv_index = Table(
     "conv_index",
     sqlite_metadata,
@@ -250,13 +251,17 @@ conv_index = Table(
     sqlite_with_rowid=False,
 )
 
-conv_pending = Table(
-    "conv_pending",
+index_pending = Table(
+    "index_pending",
     sqlite_metadata,
     # 1, 2, 3 ... after each merge empties the table: max(pos) is its size
     Column("pos", Integer, primary_key=True, autoincrement=True),
     Column("msg_id", BigInteger, nullable=False),
     Column("conv", String(48), nullable=False),
+    # a direct message's inbox row: its recipient and their seq (NULL for a
+    # group message, which reaches members by run)
+    Column("uid", BigInteger, nullable=True),
+    Column("seq", BigInteger, nullable=True),
 )
 
 
@@ -446,18 +451,17 @@ def _sqlite_rebuild(conn: Connection, table: Table) -> None:
 
 def _upgrade_8_to_9(conn: Connection) -> None:
     """SQLite: HISTORY's index on messages (conv, msg_id) becomes the
-    ``conv_index`` table, which new messages reach in batches.
+    ``conv_index`` table, which takes new entries in batches.
 
     Written with each message, the index cost every message a random leaf
-    page per commit, about half of what a commit wrote to the log
-    (store/conv_index.py). Other backends keep the index: InnoDB already
-    buffers changes to secondary indexes, and two message services
-    appending at once would need a lock around the batches.
+    page per commit (store/batched_index.py). Other backends keep the
+    index: InnoDB already buffers changes to secondary indexes, and two
+    message services appending at once would need a lock around the
+    batches.
     """
     if conn.dialect.name != "sqlite":
         return
-    sqlite_metadata.create_all(conn, checkfirst=True)
-    conn.execute(text("DELETE FROM conv_pending"))
+    conv_index.create(conn, checkfirst=True)
     conn.execute(text("DELETE FROM conv_index"))
     conn.execute(
         text(
@@ -466,6 +470,27 @@ def _upgrade_8_to_9(conn: Connection) -> None:
         )
     )
     conn.execute(text(f"DROP INDEX IF EXISTS {CONV_INDEX}"))
+
+
+def _upgrade_9_to_10(conn: Connection) -> None:
+    """SQLite: the inbox, too, takes a direct message's row in batches.
+
+    Both indexes' pending entries now wait in one table, ``index_pending``.
+    Version 9 as first committed kept the conversation's in
+    ``conv_pending``: those move into ``conv_index`` here, and the table
+    goes. Inbox rows stored before stay where they are.
+    """
+    if conn.dialect.name != "sqlite":
+        return
+    index_pending.create(conn, checkfirst=True)
+    if "conv_pending" in inspect(conn).get_table_names():
+        conn.execute(
+            text(
+                "INSERT INTO conv_index (conv, msg_id) "
+                "SELECT conv, msg_id FROM conv_pending ORDER BY conv, msg_id"
+            )
+        )
+        conn.execute(text("DROP TABLE conv_pending"))
 
 
 def _raise_floors_over_held(conn: Connection) -> None:
@@ -495,6 +520,7 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     6: _upgrade_6_to_7,
     7: _upgrade_7_to_8,
     8: _upgrade_8_to_9,
+    9: _upgrade_9_to_10,
 }
 
 

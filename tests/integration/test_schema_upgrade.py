@@ -85,7 +85,7 @@ async def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path)
         version = conn.execute(select(schema.schema_version.c.version)).scalar_one()
     engine.dispose()
     assert schema.TOKENS_EXPIRY_INDEX in token_indexes
-    assert version == schema.SCHEMA_VERSION == 9
+    assert version == schema.SCHEMA_VERSION == 10
 
 
 @pytest.mark.parametrize("writer_process", [False, True], ids=["writer-thread", "writer-process"])
@@ -479,7 +479,7 @@ async def test_version_7_sqlite_stores_each_hot_table_in_one_btree(tmp_path: Pat
     engine = await _upgraded(url)
     assert _rows(engine) == before
     with engine.connect() as conn:
-        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 9
+        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == 10
         tables = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
         ddl = {name: sql for name, sql in tables}
         for name in ("inbox", "group_log", "inbox_runs", "inbox_delivered"):
