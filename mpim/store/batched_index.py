@@ -27,6 +27,7 @@ secondary indexes: they write both as before.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Final
 
@@ -34,6 +35,8 @@ from sqlalchemy import Connection, Select, Subquery, select, union_all
 
 from mpim.store import rawsql
 from mpim.store.schema import conv_index, inbox, index_pending
+
+logger = logging.getLogger(__name__)
 
 #: Rows waiting at most (a few more: the crossing commit's own). The commit
 #: that merges them stalls the sends behind it: about 7 us a direct message,
@@ -55,21 +58,44 @@ def record(conn: Connection, entries: Sequence[Entry]) -> None:
 
 
 def merge(conn: Connection) -> None:
-    """Move every pending entry into its index, in key order."""
-    rawsql.run(
+    """Move every pending entry into its index, in key order.
+
+    A key can only be taken already if the store was changed from outside
+    (a restored or hand-edited table): seqs come from inbox_state under the
+    write lock and ids are the messages' keys. Should it happen, a plain
+    INSERT would fail the merge in every commit from then on, and so refuse
+    every send, not just the one at fault: the existing row is kept
+    instead, and the skipped entries are reported.
+    """
+    entries = _pending_entries(conn)
+    conv = rawsql.run(
         conn,
-        "INSERT INTO conv_index (conv, msg_id) "
+        "INSERT OR IGNORE INTO conv_index (conv, msg_id) "
         "SELECT conv, msg_id FROM index_pending ORDER BY conv, msg_id",
         (),
     )
-    rawsql.run(
+    inbox_rows = rawsql.run(
         conn,
-        "INSERT INTO inbox (uid, seq, msg_id) SELECT uid, seq, msg_id FROM index_pending "
-        "WHERE uid IS NOT NULL ORDER BY uid, seq",
+        "INSERT OR IGNORE INTO inbox (uid, seq, msg_id) SELECT uid, seq, msg_id "
+        "FROM index_pending WHERE uid IS NOT NULL ORDER BY uid, seq",
         (),
     )
+    skipped = entries - int(conv.rowcount) - int(inbox_rows.rowcount)
+    if skipped:
+        logger.error(
+            "index merge: %d of %d entries had a key already taken in conv_index or inbox; "
+            "the existing rows were kept (the store was changed from outside MPIM?)",
+            skipped,
+            entries,
+        )
     # Without WHERE SQLite frees the pages at once, and pos restarts at 1.
     rawsql.run(conn, "DELETE FROM index_pending", ())
+
+
+def _pending_entries(conn: Connection) -> int:
+    """Entries waiting: one in conv_index per row, one in inbox per direct message."""
+    row = rawsql.run(conn, "SELECT count(*) + count(uid) FROM index_pending", ()).fetchone()
+    return int(row[0])
 
 
 def newest_ids(conv: str, limit: int, before_id: int | None) -> Select[tuple[int]]:

@@ -116,6 +116,40 @@ async def test_a_merge_empties_the_pending_table_and_restarts_its_count(db: Data
     engine.dispose()
 
 
+async def test_a_key_taken_from_outside_costs_its_entry_not_every_later_send(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    users = UserStore(db)
+    a, b, c = [await users.create_user(n, "x", 0) for n in ("a", "b", "c")]
+    assert a and b and c
+    store = MessageStore(db)
+    await store.append([NewMessage(i, DIRECT, a, b, 0, "m", None) for i in range(1, 4)])
+    engine = create_engine(db.url)
+    with engine.begin() as conn:  # an inbox row above b's last_seq (3): a bad restore, say
+        conn.execute(insert(schema.inbox).values(uid=b, seq=5, msg_id=2))
+    engine.dispose()
+    taken = await store.append([NewMessage(i, DIRECT, a, b, 0, "m", None) for i in range(4, 6)])
+    assert [r.deliveries for r in taken] == [[(b, 4)], [(b, 5)]]
+    for k in range(3):  # cross the merge: every later send still goes through
+        sent = await store.append(
+            [NewMessage(100 + 10 * k + i, DIRECT, a, c, 0, "m", None) for i in range(4)]
+        )
+        assert all(r.error is None for r in sent)
+    assert _counts(db)[0] < MERGE_ROWS
+    assert "1 of " in caplog.text and "already taken" in caplog.text
+    synced, _, _ = await store.sync(b, 0, 50)  # the row found there is kept
+    assert [(m.seq, m.id) for m in synced] == [(1, 1), (2, 2), (3, 3), (4, 4), (5, 2)]
+    assert [m.id for m in await store.history(a, f"d:{min(a, b)}:{max(a, b)}", 50, None)] == [
+        5,
+        4,
+        3,
+        2,
+        1,
+    ]
+    received, _, _ = await store.sync(c, 0, 50)
+    assert len(received) == 12
+
+
 async def test_history_finds_its_rows_by_key_and_never_scans_the_messages(db: Database) -> None:
     engine = create_engine(db.url)
     with engine.connect() as conn:
