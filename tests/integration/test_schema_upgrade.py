@@ -51,6 +51,8 @@ def _create_tables_before_5(conn: Connection, *leave_out: str) -> None:
     )
     if "messages" not in skip:
         conn.execute(text("ALTER TABLE messages DROP COLUMN rseq"))  # since version 7
+        if conn.dialect.name == "sqlite":  # a table of its own there since version 9
+            conn.execute(text(f"CREATE INDEX {schema.CONV_INDEX} ON messages (conv, msg_id)"))
     conn.execute(text(_INBOX_V4))
 
 
@@ -82,9 +84,11 @@ async def test_version_1_database_is_upgraded_and_keeps_its_data(tmp_path: Path)
     with engine.connect() as conn:
         assert "message_workers" in inspect(conn).get_table_names()
         token_indexes = {ix["name"] for ix in inspect(conn).get_indexes("tokens")}
+        message_indexes = {ix["name"] for ix in inspect(conn).get_indexes("messages")}
         version = conn.execute(select(schema.schema_version.c.version)).scalar_one()
     engine.dispose()
     assert schema.TOKENS_EXPIRY_INDEX in token_indexes
+    assert schema.CONV_INDEX not in message_indexes  # a table of its own since version 9
     assert version == schema.SCHEMA_VERSION == 10
 
 
