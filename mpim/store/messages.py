@@ -230,6 +230,22 @@ def _inbox_query(conn: Connection, uid: int, lo: int, hi: int) -> Select[Any]:
     )
 
 
+def _history_query(conn: Connection, conv: str, limit: int, before_id: int | None) -> Select[Any]:
+    columns = (*_MESSAGE_COLUMNS, messages.c.rseq)
+    if rawsql.is_sqlite(conn):
+        ids = batched_index.newest_ids(conv, limit, before_id).subquery()
+        return (
+            select(*columns)
+            .select_from(ids.join(messages, messages.c.msg_id == ids.c.msg_id))
+            .order_by(messages.c.msg_id.desc())
+            .limit(limit)
+        )
+    query = select(*columns).where(messages.c.conv == conv)
+    if before_id is not None:
+        query = query.where(messages.c.msg_id < before_id)
+    return query.order_by(messages.c.msg_id.desc()).limit(limit)
+
+
 def _group_seqs(conn: Connection, uid: int, msg_ids: list[int]) -> dict[int, int]:
     """msg_id -> the reader's seq, for group messages that reached them by run."""
     if not msg_ids:
@@ -503,22 +519,6 @@ class MessageStore:
 
 
 # -- write calls: module-level, so they can cross to the writer process -----
-
-
-def _history_query(conn: Connection, conv: str, limit: int, before_id: int | None) -> Select[Any]:
-    columns = (*_MESSAGE_COLUMNS, messages.c.rseq)
-    if rawsql.is_sqlite(conn):
-        ids = batched_index.newest_ids(conv, limit, before_id).subquery()
-        return (
-            select(*columns)
-            .select_from(ids.join(messages, messages.c.msg_id == ids.c.msg_id))
-            .order_by(messages.c.msg_id.desc())
-            .limit(limit)
-        )
-    query = select(*columns).where(messages.c.conv == conv)
-    if before_id is not None:
-        query = query.where(messages.c.msg_id < before_id)
-    return query.order_by(messages.c.msg_id.desc()).limit(limit)
 
 
 def _claim_worker_id(conn: Connection, instance_id: str, now_ms: int) -> int:

@@ -108,7 +108,7 @@ async def test_batches_of_every_size_run_statements_of_few_shapes(
     assert len(set(writes)) <= 10 * 8, len(set(writes))
     for sql in writes:
         if "?" not in sql:
-            continue  # no list to size (the conversation index's count and merge)
+            continue  # no list to size (the batched indexes' count and merge)
         assert _list_length(sql) in (1, 2, 4, 8, 16, 32, 64, 128), sql[:100]
 
 
