@@ -27,13 +27,16 @@ from mpim.store.users import UserStore
 logger = logging.getLogger(__name__)
 
 
-def database(settings: Settings, metrics: StoreMetrics | None = None) -> Database:
+def database(
+    settings: Settings, metrics: StoreMetrics | None = None, *, writer_process: bool = True
+) -> Database:
+    """``writer_process``: False keeps writes on a thread even where settings allow a process."""
     return Database(
         settings.store_url(),
         sqlite_synchronous=settings.store.sqlite_synchronous,
         max_batch=settings.store.max_batch,
         server_timeout_seconds=settings.store.server_timeout_seconds,
-        writer_process=settings.store.writer_process,
+        writer_process=settings.store.writer_process and writer_process,
         metrics=metrics,
     )
 

@@ -70,8 +70,9 @@ class StoreSettings(BaseModel):
     # counts as broken (a frozen server then fails requests instead of
     # holding them). Above InnoDB's 50 s lock wait.
     server_timeout_seconds: float = Field(default=60.0, ge=1)
-    # SQLite: commit in a process of its own, so commits never wait for the
-    # event loop's GIL (see mpim/store/writer_child.py); False keeps a thread.
+    # Commit in a process of its own, so commits never wait for the event
+    # loop's GIL (see mpim/store/writer_child.py): embedded MPIM and a
+    # distributed message service; False keeps a thread.
     writer_process: bool = True
     # MySQL/MariaDB, PostgreSQL: how often a message service folds delivered
     # marks into pull floors (each pass looks at 1,000 users); 0: never, and

@@ -300,7 +300,10 @@ def _presence(
 
 
 async def _started_database(settings: Settings, node: Node) -> Database:
-    db = assembly.database(settings, StoreMetrics(node.metrics))
+    # Only a message service writes enough to pay for a writer process.
+    db = assembly.database(
+        settings, StoreMetrics(node.metrics), writer_process=node.role == "message"
+    )
     await db.start()
     node.on_stop(db.stop)
     return db

@@ -3,9 +3,9 @@
 Storage never runs on the event loop. Writes are calls of module-level
 functions on a Connection, queued to a single writer that runs every queued
 call in one transaction and commits once, so many concurrent writers share
-one fsync (``group_commit``). The writer is a thread, or for SQLite by
-default a process of its own (``writer_process``), where a commit never
-waits for the event loop's GIL.
+one fsync (``group_commit``). The writer is a thread, or a process of its
+own (``writer_process``), where a commit never waits for the event loop's
+GIL: embedded MPIM's, and a distributed message service's.
 
 SQLite is tuned for many small random writes, which is what a message's
 index entries are (its conversation, each recipient's inbox). A commit
@@ -20,6 +20,11 @@ closed-loop and group throughput did not change. (At 1 KiB pages group
 fan-out lost 10 %.) Existing databases keep their page size. The writer
 process goes further: its commits do not checkpoint, a thread beside them
 does (``checkpointer``), and the log restarts near the same 64 MiB.
+
+On servers each writer lane keeps its connection between commits
+(``lane_connection``), and on MySQL/MariaDB a transaction's writes go to the
+server together (``held_writes``): a commit of sends is three round trips
+instead of seven.
 
 On MySQL/MariaDB and PostgreSQL a second writer thread, the side lane,
 takes writes that touch no row a send's transaction does and must not wait
@@ -64,8 +69,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from mpim.metrics.families import StoreMetrics
+from mpim.store import held_writes
 from mpim.store.failures import StoreUnavailable, is_unreachable
 from mpim.store.group_commit import BatchOutcome, WriteCall, commit_calls, next_batch, settle
+from mpim.store.lane_connection import LaneConnection
 from mpim.store.schema import migrate
 from mpim.store.writer_process import WriterProcess
 
@@ -124,6 +131,26 @@ def sqlite_engine(
     event.listen(engine, "connect", configure)
     begin = _sqlite_begin_immediate if immediate else _sqlite_begin_deferred
     event.listen(engine, "begin", begin)
+    return engine
+
+
+def server_engine(url: str, server_timeout_seconds: float, *, pool_size: int) -> Engine:
+    """An engine for a MySQL/MariaDB or PostgreSQL server (see the module's notes)."""
+    # READ COMMITTED: no gap locks between concurrent message writers.
+    engine = create_engine(
+        url,
+        connect_args=server_connect_args(url, server_timeout_seconds),
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        pool_recycle=3600,
+        isolation_level="READ COMMITTED",
+        hide_parameters=True,
+    )
+    if make_url(url).get_driver_name() == "psycopg":
+        from mpim.store import pg_answer  # psycopg is optional
+
+        answering = functools.partial(pg_answer.connect_answering, seconds=server_timeout_seconds)
+        event.listen(engine, "do_connect", answering)
     return engine
 
 
@@ -204,7 +231,7 @@ class Database:
         self._side_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._side_writer: threading.Thread | None = None
         # SQLite only: servers write from several connections at once.
-        self._use_process = writer_process and self._is_sqlite
+        self._use_process = writer_process
         self._process: WriterProcess | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -223,7 +250,7 @@ class Database:
 
     @property
     def writer_pid(self) -> int | None:
-        """The SQLite writer process's pid; None when writes run on a thread."""
+        """The writer process's pid; None when writes run on a thread."""
         return self._process.pid if self._process is not None else None
 
     async def start(self) -> None:
@@ -246,24 +273,13 @@ class Database:
             await self._loop.run_in_executor(
                 self._readers, ensure_database, self.url, self._connect_args
             )
-            # READ COMMITTED: no gap locks between concurrent message writers.
-            self._engine = create_engine(
-                self.url,
-                connect_args=self._connect_args,
-                pool_pre_ping=True,
-                pool_size=self._read_threads + 2,
-                pool_recycle=3600,
-                isolation_level="READ COMMITTED",
-                hide_parameters=True,
+            self._engine = server_engine(
+                self.url, self._server_timeout, pool_size=self._read_threads + 2
             )
-            if make_url(self.url).get_driver_name() == "psycopg":
-                from mpim.store import pg_answer  # psycopg is optional
-
-                answering = functools.partial(
-                    pg_answer.connect_answering, seconds=self._server_timeout
-                )
-                event.listen(self._engine, "do_connect", answering)
-            self._write_engine = self._engine
+            # The two writer lanes' own: their connections send a transaction's
+            # writes together, which the readers' need not accept.
+            self._write_engine = server_engine(self.url, self._server_timeout, pool_size=2)
+            held_writes.enable(self._write_engine)
         if self._use_process:
             from mpim.store import checkpointer  # it imports this module's settings
 
@@ -271,6 +287,7 @@ class Database:
             # opening the file beside it is safe (busy timeout, WAL switch).
             self._process = WriterProcess(
                 self.url,
+                self._server_timeout,
                 self._sqlite_synchronous,
                 self._max_batch,
                 self.record_batch,
@@ -287,15 +304,16 @@ class Database:
                 self._process = None
                 raise
             await starting
-            # This process no longer writes: its write connection goes.
             assert self._write_engine is not None
-            self._write_engine.dispose()
-            return
-        await self._loop.run_in_executor(self._readers, self._migrate)
-        self._writer = threading.Thread(
-            target=self._write_loop, args=(self._queue,), name="mpim-writer", daemon=True
-        )
-        self._writer.start()
+            if self.is_sqlite:
+                # This process no longer writes: its write connection goes.
+                self._write_engine.dispose()
+        else:
+            await self._loop.run_in_executor(self._readers, self._migrate)
+            self._writer = threading.Thread(
+                target=self._write_loop, args=(self._queue,), name="mpim-writer", daemon=True
+            )
+            self._writer.start()
         if not self.is_sqlite:
             self._side_writer = threading.Thread(
                 target=self._write_loop,
@@ -425,7 +443,7 @@ class Database:
         if self._loop is None or (self._writer is None and self._process is None):
             raise RuntimeError("Database not started")
         call = WriteCall(fn, args, alone)
-        if self._process is not None:
+        if self._process is not None and not (side and self._side_writer is not None):
             result: T = await self._process.submit(call)
             return result
         future: asyncio.Future[T] = self._loop.create_future()
@@ -446,7 +464,9 @@ class Database:
         if self._readers is None or self._loop is None:
             raise RuntimeError("Database not started")
         call = WriteCall(fn, args, alone=True)
-        outcome = await self._loop.run_in_executor(self._readers, commit_calls, self.engine, [call])
+        outcome = await self._loop.run_in_executor(
+            self._readers, commit_calls, self.engine.begin, [call]
+        )
         self._note_outcome(outcome)
         result, exc = outcome.outcomes[0]
         if exc is not None:
@@ -487,15 +507,20 @@ class Database:
             return item  # type: ignore[no-any-return]
 
         assert self._write_engine is not None
+        # Servers: the lane keeps its connection between commits (lane_connection).
+        lane = None if self.is_sqlite else LaneConnection(self._write_engine)
+        begin = self._write_engine.begin if lane is None else lane.begin
         while not stopping:
             first = carried if carried is not None else jobs.get()
             if first is _STOP:
                 break
             batch, carried = next_batch(first, more, self._max_batch)
             started = time.perf_counter()
-            outcome = commit_calls(self._write_engine, [p.call for p in batch])
+            outcome = commit_calls(begin, [p.call for p in batch])
             self.record_batch(outcome, len(batch), time.perf_counter() - started)
             self._resolve(batch, outcome)
+        if lane is not None:
+            lane.release()
 
     def _resolve(self, batch: list[_Pending], outcome: BatchOutcome) -> None:
         assert self._loop is not None

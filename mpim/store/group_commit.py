@@ -14,12 +14,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 
 from mpim.errors import MpimError
+from mpim.store import held_writes
 from mpim.store.failures import StoreUnavailable, is_conflict, is_unreachable
 
 logger = logging.getLogger(__name__)
@@ -49,16 +51,21 @@ class BatchOutcome:
         return None
 
 
-def commit_calls(engine: Engine, calls: Sequence[WriteCall]) -> BatchOutcome:
+# What opens a transaction and commits it when its block ends: Engine.begin,
+# or a writer lane's LaneConnection.begin.
+Begin = Callable[[], AbstractContextManager[Connection]]
+
+
+def commit_calls(begin: Begin, calls: Sequence[WriteCall]) -> BatchOutcome:
     """Run ``calls`` in one transaction and commit; each call's result or error."""
     result = BatchOutcome([])
-    _commit(engine, calls, result, conflicts=0)
+    _commit(begin, calls, result, conflicts=0)
     return result
 
 
-def _commit(engine: Engine, calls: Sequence[WriteCall], out: BatchOutcome, conflicts: int) -> None:
+def _commit(begin: Begin, calls: Sequence[WriteCall], out: BatchOutcome, conflicts: int) -> None:
     try:
-        with engine.begin() as conn:
+        with begin() as conn, held_writes.together(conn):
             results = [call.fn(conn, *call.args) for call in calls]
     except Exception as exc:
         if is_unreachable(exc):
@@ -73,7 +80,7 @@ def _commit(engine: Engine, calls: Sequence[WriteCall], out: BatchOutcome, confl
                 # Another process won a race (unique key, deadlock, lock
                 # wait): the call re-reads and sees the winner's commit.
                 time.sleep(0.005 * (conflicts + 1))
-                _commit(engine, calls, out, conflicts + 1)
+                _commit(begin, calls, out, conflicts + 1)
                 return
             if not isinstance(exc, MpimError):  # a refusal is an answer, not a fault
                 out.errors += 1
@@ -81,7 +88,7 @@ def _commit(engine: Engine, calls: Sequence[WriteCall], out: BatchOutcome, confl
             return
         logger.debug("batch of %d failed (%r); retrying calls one by one", len(calls), exc)
         for call in calls:
-            _commit(engine, [call], out, 0)
+            _commit(begin, [call], out, 0)
         return
     out.outcomes.extend((r, None) for r in results)
 

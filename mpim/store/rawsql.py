@@ -33,6 +33,8 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
+from mpim.store import held_writes
+
 CHUNK: Final = 400
 # Rows of the largest SQLite INSERT, keys of the largest key list. A power of
 # two; an OR of more than about 1,000 terms exceeds SQLite's expression depth.
@@ -65,6 +67,14 @@ def run(conn: Connection, sql: str, params: Sequence[Any]) -> Any:
         raise DBAPIError.instance(
             sql, params, exc, sqlite3.Error, hide_parameters=conn.engine.hide_parameters
         ) from exc
+
+
+def write(conn: Connection, sql: str, params: Sequence[Any]) -> None:
+    """Driver SQL whose result nobody reads: held to go with the transaction's
+    other writes where the connection sends them together (``held_writes``),
+    otherwise run now."""
+    if not held_writes.hold(conn, sql, params):
+        run(conn, sql, params)
 
 
 def _placeholder(conn: Connection) -> str:
@@ -119,7 +129,7 @@ def insert_rows(
     head = f"{verb} {table} ({', '.join(columns)}) VALUES "
     for chunk in _row_pieces(conn, rows):
         params = tuple(chain.from_iterable(chunk))
-        run(conn, head + ", ".join([one] * len(chunk)) + tail, params)
+        write(conn, head + ", ".join([one] * len(chunk)) + tail, params)
 
 
 _INSERT_IGNORING: Final = {
@@ -167,7 +177,7 @@ def advance_last_seqs(conn: Connection, advances: Sequence[tuple[int, int]]) -> 
     for step, uids in by_step.items():
         for chunk in _chunks(uids):
             keys = ", ".join([p] * len(chunk))
-            run(
+            write(
                 conn,
                 f"UPDATE inbox_state SET last_seq = last_seq + {p} WHERE uid IN ({keys})",
                 (step, *chunk),
@@ -195,7 +205,7 @@ def mark_delivered(conn: Connection, marks: Sequence[tuple[int, int]]) -> None:
 def set_pull_floor(conn: Connection, uid: int, floor: int) -> None:
     """Move a user's floor up to ``floor``; the held seqs it passes go."""
     p = _placeholder(conn)
-    run(conn, f"UPDATE inbox_state SET pull_floor = {p} WHERE uid = {p}", (floor, uid))
+    write(conn, f"UPDATE inbox_state SET pull_floor = {p} WHERE uid = {p}", (floor, uid))
     drop_passed_marks(conn, [(uid, floor)])
 
 
@@ -213,7 +223,7 @@ def raise_pull_floors(conn: Connection, tops: Sequence[tuple[int, int]]) -> None
         cases = " ".join([f"WHEN {p} THEN {p}"] * len(chunk))
         keys = ", ".join([p] * len(chunk))
         uids = tuple(uid for uid, _ in chunk)
-        run(
+        write(
             conn,
             f"UPDATE inbox_state SET pull_floor = "
             f"{larger}(pull_floor, CASE uid {cases} ELSE pull_floor END) WHERE uid IN ({keys})",
@@ -227,7 +237,7 @@ def drop_passed_marks(conn: Connection, floors: Sequence[tuple[int, int]]) -> No
     p = _placeholder(conn)
     for chunk in _key_chunks(conn, floors):
         where = " OR ".join([f"(uid = {p} AND seq <= {p})"] * len(chunk))
-        run(
+        write(
             conn,
             f"DELETE FROM inbox_delivered WHERE {where}",
             tuple(chain.from_iterable(chunk)),
@@ -308,7 +318,7 @@ def sqlite_set_state(conn: Connection, column: str, values: Sequence[tuple[int, 
     """
     for chunk in _key_chunks(conn, values):
         pairs = ", ".join(["(?, ?)"] * len(chunk))
-        run(
+        write(
             conn,
             f"UPDATE inbox_state SET {column} = v.column2 FROM (VALUES {pairs}) AS v "
             "WHERE inbox_state.uid = v.column1",

@@ -1,9 +1,13 @@
-"""The SQLite writer process: group commits, away from the server's GIL.
+"""The store writer process: group commits, away from the server's GIL.
 
 In one process the writer thread gave the GIL up around every SQLite call
 and waited for the busy event loop to hand it back: under load a commit took
 two to three times its own CPU time in waiting, and that wait was most of
-a message's latency. Here nothing else wants this interpreter's GIL.
+a message's latency. Here nothing else wants this interpreter's GIL. A
+distributed message service's writer to MySQL/MariaDB or PostgreSQL has the
+same wait around every round trip, and runs here too (one kept connection,
+``lane_connection``; writes sent together, ``held_writes``); the server has
+its own checkpoints, so there is no ``Checkpointer``.
 
 Run by ``mpim.store.writer_process`` as
 ``python -m mpim.store.writer_child FD CONFIG_JSON``: calls arrive as frames
@@ -22,13 +26,24 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import make_url
 
+from mpim.store import held_writes
 from mpim.store.checkpointer import Checkpointer
-from mpim.store.database import sqlite_engine
+from mpim.store.database import server_engine, sqlite_engine
 from mpim.store.frames import READY, STOP, FrameBuffer, encode, frame
-from mpim.store.group_commit import BatchOutcome, Outcome, WriteCall, commit_calls, next_batch
+from mpim.store.group_commit import (
+    BatchOutcome,
+    Begin,
+    Outcome,
+    WriteCall,
+    commit_calls,
+    next_batch,
+)
+from mpim.store.lane_connection import LaneConnection
 from mpim.tuning import tune_for_server
 
 logger = logging.getLogger("mpim.store.writer")
@@ -111,7 +126,7 @@ def _portable(outcome: Outcome) -> Outcome:
 
 
 def serve(
-    sock: socket.socket, engine: Engine, max_batch: int, checkpointer: Checkpointer | None = None
+    sock: socket.socket, begin: Begin, max_batch: int, checkpointer: Checkpointer | None = None
 ) -> None:
     calls = _CallReader(sock)
     carried: WriteCall | None = None
@@ -122,7 +137,7 @@ def serve(
             return
         batch, carried = next_batch(first, more, max_batch)
         started = time.perf_counter()
-        outcome = commit_calls(engine, batch)
+        outcome = commit_calls(begin, batch)
         sock.sendall(_answer(outcome, len(batch), time.perf_counter() - started))
         if checkpointer is not None:
             checkpointer.after_commit()
@@ -157,6 +172,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
+    if make_url(config["url"]).get_backend_name() != "sqlite":
+        return _serve_server(sock, config)
     restart_bytes = int(config["wal_restart_bytes"])
     engine = sqlite_engine(
         config["url"],
@@ -176,12 +193,29 @@ def main(argv: list[str]) -> int:
             )
             checkpointer.start()
         sock.sendall(frame(READY))
-        serve(sock, engine, int(config["max_batch"]), checkpointer)
+        serve(sock, engine.begin, int(config["max_batch"]), checkpointer)
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the server went away; it has no one to answer
     finally:
         if checkpointer is not None:
             checkpointer.stop()
+        engine.dispose()
+        sock.close()
+    return 0
+
+
+def _serve_server(sock: socket.socket, config: dict[str, Any]) -> int:
+    """A MySQL/MariaDB or PostgreSQL writer: one kept connection, writes sent together."""
+    engine = server_engine(config["url"], float(config["server_timeout_seconds"]), pool_size=1)
+    held_writes.enable(engine)
+    lane = LaneConnection(engine)
+    try:
+        sock.sendall(frame(READY))  # the server is reached at the first commit
+        serve(sock, lane.begin, int(config["max_batch"]))
+    except (BrokenPipeError, ConnectionResetError):
+        return 0
+    finally:
+        lane.release()
         engine.dispose()
         sock.close()
     return 0

@@ -1,4 +1,4 @@
-"""The server's side of the SQLite writer process (see ``writer_child``).
+"""The server's side of the store writer process (see ``writer_child``).
 
 Calls are pickled onto a socket pair and their outcomes come back in the
 same order, one frame per committed batch, read by the event loop itself:
@@ -100,11 +100,12 @@ class _Link(asyncio.Protocol):
 
 
 class WriterProcess:
-    """Starts, feeds and stops the writer process for one SQLite file."""
+    """Starts, feeds and stops the writer process for one database."""
 
     def __init__(
         self,
         url: str,
+        server_timeout_seconds: float,
         synchronous: str,
         max_batch: int,
         observe: BatchObserver,
@@ -115,6 +116,7 @@ class WriterProcess:
         self._config = json.dumps(
             {
                 "url": url,
+                "server_timeout_seconds": server_timeout_seconds,
                 "synchronous": synchronous,
                 "max_batch": max_batch,
                 "wal_restart_bytes": wal_restart_bytes,

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from mpim.errors import ErrorCode, MpimError
 
@@ -79,3 +79,15 @@ def writer_children() -> list[int]:
         if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"writer_child" in cmdline:
             found.append(int(stat.parent.name))
     return found
+
+
+def server_note(conn: Connection, key: str) -> int:
+    """``note`` for MySQL/MariaDB and PostgreSQL: a row, and the committing pid."""
+    conn.execute(text("CREATE TABLE IF NOT EXISTS test_notes (k VARCHAR(64) PRIMARY KEY)"))
+    conn.execute(text("INSERT INTO test_notes (k) VALUES (:k)"), {"k": key})
+    return os.getpid()
+
+
+def server_notes(conn: Connection) -> list[str]:
+    conn.execute(text("CREATE TABLE IF NOT EXISTS test_notes (k VARCHAR(64) PRIMARY KEY)"))
+    return [str(k) for (k,) in conn.execute(text("SELECT k FROM test_notes ORDER BY k"))]
