@@ -18,6 +18,7 @@ from mpim.redisconn import REDIS_ERRORS, redis_client
 from mpim.runtime import EmbeddedRuntime
 from mpim.store.database import Database
 from tests.support.lineclient import Account, LineClient
+from tests.support.ports import restartable_port
 from tests.support.redis_server import REDIS_URL, delete_prefix, unavailable
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -37,7 +38,7 @@ FAST_HASH: dict[str, Any] = {"argon2_memory_kib": 256, "argon2_time_cost": 1}
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     gateway = {
         "host": "127.0.0.1",
-        "port": 0,
+        "port": restartable_port(),  # a restart reuses it
         "http_host": "127.0.0.1",
         "http_port": 0,
         **overrides.pop("gateway", {}),

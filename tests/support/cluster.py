@@ -17,6 +17,7 @@ from typing import Any
 from mpim.config import Settings
 from mpim.node import Node, start_node
 from tests.support.lineclient import LineClient
+from tests.support.ports import restartable_port
 
 SERVICE_NODES = (
     ("user", "user-1"),
@@ -38,7 +39,8 @@ class InProcessCluster:
         self._on_stop = on_stop
         self.services: list[Node] = []
         self.gateways: list[Node] = []
-        self.gateway_ports: list[int] = [0] * len(GATEWAY_NODES)
+        # Fixed at start, so a restart finds them again.
+        self.gateway_ports: list[int] = [restartable_port() for _ in GATEWAY_NODES]
         self.clients: list[LineClient] = []
         self._turn = itertools.count()
 
