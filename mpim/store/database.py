@@ -230,7 +230,6 @@ class Database:
         self._writer: threading.Thread | None = None
         self._side_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._side_writer: threading.Thread | None = None
-        # SQLite only: servers write from several connections at once.
         self._use_process = writer_process
         self._process: WriterProcess | None = None
         self._readers: ThreadPoolExecutor | None = None

@@ -3,15 +3,18 @@
 A send's commit on a server runs a read (the recipients' seqs, locked) and
 then three writes whose results nobody reads: the messages, the inbox rows,
 the new seqs. Each statement alone is a round trip, and a round trip under
-load costs far more than the server's work: the writer thread sleeps until
-the answer comes, then waits for a core and for the GIL, which the service's
-event loop holds. Profiled on the bench cluster at 5,000 msg/s, the writer
-thread spent 3.4 ms of a 10 ms commit waiting on these three answers.
+load costs more than the server's work: the writer sleeps until the
+answer comes, then waits for a core (and, as a thread, for the GIL). Sent
+together, the three cost one round trip. (On the bench cluster the wait
+for these answers was mostly MariaDB's own work and the wait for a core,
+which this does not shorten: bench/analysis.md.)
 
 Inside ``together(conn)`` a write handed to ``hold`` is kept, and the kept
 writes go as one multi-statement query (MySQL's ``CLIENT.MULTI_STATEMENTS``)
 before the next statement of any kind on that connection and at the end of
-the block, so every read still sees the writes before it. An error in any
+the block, so every read still sees the writes before it; and, so that
+no query nears the server's packet limit (16 MiB by default), before the
+kept ones would pass ``MAX_HELD_BYTES``. An error in any
 of them fails the query at that point (the server stops at the failing
 statement), and the transaction then rolls back as before.
 
@@ -33,6 +36,8 @@ from sqlalchemy.exc import DBAPIError
 _HELD: Final = "mpim.held_writes"
 _ACCEPTS: Final = "mpim.several_statements"
 _MULTI_STATEMENTS: Final = 1 << 16  # CLIENT.MULTI_STATEMENTS in MySQL's protocol
+# About how much held SQL and parameters may wait before going out.
+MAX_HELD_BYTES: Final = 4 * 1024 * 1024
 
 
 def enable(engine: Engine) -> None:
@@ -57,7 +62,7 @@ def together(conn: Connection) -> Iterator[None]:
     if not info.get(_ACCEPTS) or _HELD in info:
         yield
         return
-    info[_HELD] = []
+    info[_HELD] = _Held()
     try:
         yield
         send(conn)
@@ -67,21 +72,36 @@ def together(conn: Connection) -> Iterator[None]:
 
 def hold(conn: Connection, sql: str, params: Sequence[Any]) -> bool:
     """Keep a write for later if ``conn`` is inside ``together``; False: run it now."""
-    held = conn.info.get(_HELD)
+    held: _Held | None = conn.info.get(_HELD)
     if held is None:
         return False
-    held.append((sql, tuple(params)))
+    size = len(sql) + sum(len(p) if isinstance(p, (str, bytes)) else 8 for p in params)
+    if held.statements and held.size + size > MAX_HELD_BYTES:
+        send(conn)
+    held.statements.append((sql, tuple(params)))
+    held.size += size
     return True
+
+
+class _Held:
+    """The writes kept so far, and about how many bytes they will take."""
+
+    __slots__ = ("size", "statements")
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+        self.size = 0
 
 
 def send(conn: Connection) -> None:
     """Send the held writes in one query and read every answer."""
-    held: list[tuple[str, tuple[Any, ...]]] | None = conn.info.get(_HELD)
-    if not held:
+    held: _Held | None = conn.info.get(_HELD)
+    if held is None or not held.statements:
         return
-    sql = ";\n".join(s for s, _ in held)
-    params = tuple(chain.from_iterable(p for _, p in held))
-    held.clear()
+    sql = ";\n".join(s for s, _ in held.statements)
+    params = tuple(chain.from_iterable(p for _, p in held.statements))
+    held.statements.clear()
+    held.size = 0
     dbapi = conn.dialect.loaded_dbapi
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:

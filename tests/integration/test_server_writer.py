@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import IntegrityError
 
 from mpim.store import held_writes, lane_connection, rawsql
@@ -225,3 +225,26 @@ def test_held_writes_leave_sqlite_alone(tmp_path: Path) -> None:
             assert not held_writes.hold(conn, "INSERT INTO t VALUES (1, 1)", ())
     finally:
         engine.dispose()
+
+
+def test_held_writes_go_out_early_rather_than_pass_the_size_limit(
+    mysql_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(held_writes, "MAX_HELD_BYTES", 2000)
+    queries: list[int] = []
+    real_send = held_writes.send
+
+    def counting_send(conn: Connection) -> None:
+        if (
+            conn.info.get("mpim.held_writes") is not None
+            and conn.info["mpim.held_writes"].statements
+        ):
+            queries.append(len(conn.info["mpim.held_writes"].statements))
+        real_send(conn)
+
+    monkeypatch.setattr(held_writes, "send", counting_send)
+    with mysql_engine.begin() as conn, held_writes.together(conn):
+        for k in range(10):  # each about 600 bytes: three fit under the limit
+            rawsql.write(conn, "INSERT INTO t (k, v) VALUES (%s, %s)" + " " * 560, (k, k))
+    assert queries == [3, 3, 3, 1]
+    assert [k for k, _ in _rows(mysql_engine)] == list(range(10))
