@@ -712,17 +712,8 @@ def _lock_seqs(conn: Connection, uids: list[int]) -> dict[int, int]:
     if rawsql.is_sqlite(conn):
         # BEGIN IMMEDIATE already holds the write lock: nothing to lock per row.
         return dict(rawsql.sqlite_last_seqs(conn, uids))
-    last: dict[int, int] = {}
-    for chunk in _chunks(uids):
-        rows = conn.execute(
-            select(inbox_state.c.uid, inbox_state.c.last_seq)
-            .where(inbox_state.c.uid.in_(chunk))
-            .order_by(inbox_state.c.uid)
-            .with_for_update()
-        ).all()
-        last.update((int(uid), int(seq)) for uid, seq in rows)
     # A uid without a row is not a user (every account gets one at birth).
-    return last
+    return dict(rawsql.lock_last_seqs(conn, uids))
 
 
 def _pull(conn: Connection, uid: int, limit: int) -> tuple[list[common_pb2.Message], bool]:

@@ -163,6 +163,27 @@ def cid_owners(conn: Connection, pairs: Sequence[tuple[int, str]]) -> list[tuple
     return found
 
 
+def lock_last_seqs(conn: Connection, uids: Sequence[int]) -> list[tuple[int, int]]:
+    """(uid, last_seq) of those of ``uids`` that have an inbox, their rows
+    locked (servers), in uid order: the order every writer locks them in.
+
+    As text rather than an SQLAlchemy expression, whose construction and
+    compilation were a fifth of a server writer's CPU (``py-spy`` at 5,000
+    msg/s).
+    """
+    p = _placeholder(conn)
+    found: list[tuple[int, int]] = []
+    for chunk in _chunks(sorted(uids)):
+        keys = ", ".join([p] * len(chunk))
+        rows = run(
+            conn,
+            f"SELECT uid, last_seq FROM inbox_state WHERE uid IN ({keys}) ORDER BY uid FOR UPDATE",
+            chunk,
+        )
+        found.extend((int(uid), int(seq)) for uid, seq in rows)
+    return found
+
+
 def advance_last_seqs(conn: Connection, advances: Sequence[tuple[int, int]]) -> None:
     """(uid, n) pairs: add n to each uid's last_seq, one UPDATE per distinct n and chunk.
 
