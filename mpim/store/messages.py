@@ -9,7 +9,7 @@ with several message-service processes writing for the same users.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,6 @@ from mpim.store.schema import (
 
 DIRECT = common_pb2.MESSAGE_KIND_DIRECT
 GROUP = common_pb2.MESSAGE_KIND_GROUP
-_IN_CHUNK = 500
 
 
 @dataclass(slots=True)
@@ -95,11 +94,6 @@ def direct_conversation(uid: int, peer: int) -> str:
 
 def group_conversation(group_id: int) -> str:
     return conversation_key(GROUP, 0, group_id)
-
-
-def _chunks(items: Sequence[int]) -> Iterable[Sequence[int]]:
-    for i in range(0, len(items), _IN_CHUNK):
-        yield items[i : i + _IN_CHUNK]
 
 
 _MESSAGE_COLUMNS = (
