@@ -442,11 +442,14 @@ class Database:
         if self._loop is None or (self._writer is None and self._process is None):
             raise RuntimeError("Database not started")
         call = WriteCall(fn, args, alone)
-        if self._process is not None and not (side and self._side_writer is not None):
+        if side and self._side_writer is not None:
+            lane = self._side_queue
+        elif self._process is not None:
             result: T = await self._process.submit(call)
             return result
+        else:
+            lane = self._queue
         future: asyncio.Future[T] = self._loop.create_future()
-        lane = self._side_queue if side and self._side_writer is not None else self._queue
         lane.put(_Pending(call, future))
         return await future
 
