@@ -18,6 +18,7 @@ outcomes in order. EOF or the STOP frame ends it after what is queued.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import pickle
@@ -172,8 +173,25 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
-    if make_url(config["url"]).get_backend_name() != "sqlite":
-        return _serve_server(sock, config)
+    try:
+        with contextlib.ExitStack() as cleanup:  # undone in reverse: the socket last
+            cleanup.callback(sock.close)
+            if make_url(config["url"]).get_backend_name() == "sqlite":
+                begin, checkpointer = _open_sqlite(config, cleanup)
+            else:
+                begin, checkpointer = _open_server(config, cleanup), None
+            sock.sendall(frame(READY))
+            serve(sock, begin, int(config["max_batch"]), checkpointer)
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the server went away; it has no one to answer
+    return 0
+
+
+def _open_sqlite(
+    config: dict[str, Any], cleanup: contextlib.ExitStack
+) -> tuple[Begin, Checkpointer | None]:
+    """The file's writer engine, opened and set up before saying ready, and
+    the Checkpointer beside it (none in memory)."""
     restart_bytes = int(config["wal_restart_bytes"])
     engine = sqlite_engine(
         config["url"],
@@ -181,44 +199,30 @@ def main(argv: list[str]) -> int:
         immediate=True,
         autocheckpoint_bytes=_SAFETY_NET_RESTARTS * restart_bytes,
     )
-    checkpointer: Checkpointer | None = None
-    try:
-        path = _main_file(engine)  # also opens the file and sets it up before saying ready
-        if path:
-            checkpointer = Checkpointer(
-                path,
-                config["synchronous"],
-                restart_bytes,
-                interval=float(config["wal_checkpoint_interval"]),
-            )
-            checkpointer.start()
-        sock.sendall(frame(READY))
-        serve(sock, engine.begin, int(config["max_batch"]), checkpointer)
-    except (BrokenPipeError, ConnectionResetError):
-        return 0  # the server went away; it has no one to answer
-    finally:
-        if checkpointer is not None:
-            checkpointer.stop()
-        engine.dispose()
-        sock.close()
-    return 0
+    cleanup.callback(engine.dispose)
+    path = _main_file(engine)  # also opens the file and sets it up
+    if not path:
+        return engine.begin, None
+    checkpointer = Checkpointer(
+        path,
+        config["synchronous"],
+        restart_bytes,
+        interval=float(config["wal_checkpoint_interval"]),
+    )
+    checkpointer.start()
+    cleanup.callback(checkpointer.stop)
+    return engine.begin, checkpointer
 
 
-def _serve_server(sock: socket.socket, config: dict[str, Any]) -> int:
-    """A MySQL/MariaDB or PostgreSQL writer: one kept connection, writes sent together."""
+def _open_server(config: dict[str, Any], cleanup: contextlib.ExitStack) -> Begin:
+    """A MySQL/MariaDB or PostgreSQL writer: one kept connection, writes sent
+    together. The server is reached at the first commit."""
     engine = server_engine(config["url"], float(config["server_timeout_seconds"]), pool_size=1)
+    cleanup.callback(engine.dispose)
     held_writes.enable(engine)
     lane = LaneConnection(engine)
-    try:
-        sock.sendall(frame(READY))  # the server is reached at the first commit
-        serve(sock, lane.begin, int(config["max_batch"]))
-    except (BrokenPipeError, ConnectionResetError):
-        return 0
-    finally:
-        lane.release()
-        engine.dispose()
-        sock.close()
-    return 0
+    cleanup.callback(lane.release)
+    return lane.begin
 
 
 if __name__ == "__main__":
