@@ -145,4 +145,8 @@ def verdict(target: Target, value: float | None) -> str:
         return f"missed by {short:.0f} % (needs {shown}x)"
     if value <= target.goal:
         return f"met ({(1 - value / target.goal) * 100:.0f} % under)"
-    return f"missed: {value / target.goal:.1f}x the limit"
+    over = value / target.goal
+    if over < 1.5:
+        # A 5 % miss must not read "1.0x the limit".
+        return f"missed: {(over - 1) * 100:.0f} % over the limit"
+    return f"missed: {over:.1f}x the limit"

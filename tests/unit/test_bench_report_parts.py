@@ -20,6 +20,7 @@ def test_verdicts_say_by_how_much() -> None:
     assert verdict(GOAL, 980) == "missed by 2 % (needs 1.02x)"
     assert verdict(LIMIT, 10) == "met (50 % under)"
     assert verdict(LIMIT, 50) == "missed: 2.5x the limit"
+    assert verdict(LIMIT, 20.9) == "missed: 4 % over the limit"
     assert verdict(GOAL, None) == "no result"
     assert verdict(Target("z", None, "", ">=", 1, ""), None) == "not measured"
 
