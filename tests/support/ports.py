@@ -1,4 +1,5 @@
-"""Ports for test servers that restart on the port they had."""
+"""Free ports for test servers: any free port, several distinct ones, or one a
+server can restart on."""
 
 from __future__ import annotations
 
@@ -7,6 +8,23 @@ import socket
 from pathlib import Path
 
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now, for a server started once (it may be taken again later)."""
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Distinct free ports (all held at once while choosing, so none repeats)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def restartable_port(host: str = "127.0.0.1") -> int:

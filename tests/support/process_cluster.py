@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mpim.config import RedisSettings
+from tests.support.ports import free_ports
 
 if TYPE_CHECKING:
     from tests.support.zookeeper import ZooKeeperChroot
@@ -73,18 +73,6 @@ class Cluster:
             cells = [c.strip() for c in line.split("  ") if c.strip()]
             rows[cells[0]] = dict(zip(header, cells, strict=True))
         return rows
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports (all held at once while choosing, so none repeats)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def cluster_toml(

@@ -22,12 +22,12 @@ from redis.asyncio import Redis
 
 from mpim.config import RedisSettings
 from mpim.redisconn import REDIS_ERRORS, redis_client
+from tests.support.ports import free_port
 from tests.support.redis_server import (
     REDIS_URL,
     TEST_SOCKET_TIMEOUT,
     ThrowawayRedis,
     delete_prefix,
-    free_port,
     unavailable,
 )
 

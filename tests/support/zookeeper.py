@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -33,6 +32,7 @@ from typing import NoReturn
 import pytest
 
 from mpim.config import ZooKeeperSettings
+from tests.support.ports import free_port
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "zookeeper.sh"
 JAR = Path(os.environ.get("ZOOKEEPER_JAR", "/usr/share/java/zookeeper.jar"))
@@ -54,13 +54,6 @@ def unavailable(reason: str) -> NoReturn:
     if in_ci():
         pytest.fail(f"ZooKeeper is required in CI: {reason}", pytrace=False)
     pytest.skip(f"ZooKeeper not available: {reason}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _script(*args: str, timeout: float) -> str:
