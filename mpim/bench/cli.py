@@ -281,7 +281,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from mpim.bench.server_metrics import figures, print_server_figures, scrape_all
 
     before = scrape_all(args.metrics_url) if args.metrics_url else None
-    result = run_scenario(spec)
+    result = run_scenario(
+        spec, (lambda: scrape_all(args.metrics_url)) if before is not None else None
+    )
     print_report(result, sys.stdout)
     extra: dict[str, object] = {}
     after = scrape_all(args.metrics_url) if before is not None else None

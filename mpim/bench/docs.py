@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mpim.bench.plot import CurvePoint, curve_from_summary, plot_bars, plot_latency_curve
+from mpim.bench.server_metrics import SLOW_COMMIT_SECONDS
 from mpim.bench.suite import MPIM, RELAY, SuiteRecord
 from mpim.bench.targets import TARGETS, Target, figure_of, pick_summary, verdict
 
@@ -395,6 +396,8 @@ def _sweep(doc: Doc, key: str) -> None:
             f"| {_ratio(p99(a), p99(b))} |"
         )
     doc.add("")
+    if results[MPIM]:
+        _sweep_rounds(doc, results[MPIM]["rounds"])
     series: dict[str, list[CurvePoint]] = {}
     for name, server in (("MPIM", MPIM), ("relay", RELAY)):
         found = results[server]
@@ -419,6 +422,39 @@ def _sweep(doc: Doc, key: str) -> None:
                 for k in ("acked", "delivered", "late", *_PROBLEMS, "throttled")
             }
             doc.add(f"- {name}, all rounds: " + ", ".join(f"{k} {v:,}" for k, v in c.items()))
+    doc.add("")
+
+
+def _sweep_rounds(doc: Doc, rounds: list[dict[str, Any]]) -> None:
+    """MPIM's rounds one by one, beside its slow commits (when its /metrics was read)."""
+    if not any("store_slow_commits" in r["metrics"] for r in rounds):
+        return
+    doc.add(
+        f"MPIM round by round, with the store's commits slower than "
+        f"{SLOW_COMMIT_SECONDS * 1000:.0f} ms in each (its `/metrics`); *blocked* "
+        "counts those whose writer was blocked that long (on the disk), rather "
+        "than running or waiting for a core:",
+        "",
+        "| offered msg/s | e2e p99 per round (ms) | slow commits per round | of them blocked |",
+        "|---|---|---|---|",
+    )
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for r in rounds:
+        by_label.setdefault(r["label"], []).append(r)
+
+    def p99s(found: list[dict[str, Any]]) -> str:
+        return " / ".join(_fmt(r["latency_ms"].get("e2e", {}).get("p99"), "ms") for r in found)
+
+    def counts(found: list[dict[str, Any]], key: str) -> str:
+        values = [r["metrics"].get(key) for r in found]
+        return " / ".join("-" if v is None else f"{v:,.0f}" for v in values)
+
+    for label, found in by_label.items():
+        doc.add(
+            f"| {label.removesuffix(' msg/s')} | {p99s(found)} "
+            f"| {counts(found, 'store_slow_commits')} "
+            f"| {counts(found, 'store_blocked_commits')} |"
+        )
     doc.add("")
 
 

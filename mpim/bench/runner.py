@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -22,7 +23,9 @@ from mpim.bench.procinfo import probe_for
 from mpim.bench.progress import ProgressView
 from mpim.bench.results import Partial, RoundResult, merge_partials, summarize_by_label
 from mpim.bench.scenarios.base import ScenarioPlan, SetupInfo
+from mpim.bench.server_metrics import round_figures
 from mpim.bench.spec import C2CSpec, GroupSpec, IdleSpec, LoginSpec, ScenarioSpec
+from mpim.metrics.scrape import Scrape
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +101,13 @@ def _config(spec: ScenarioSpec, plan: ScenarioPlan) -> dict[str, Any]:
     return {"common": common, "scenario": plan.config()}
 
 
-def run_scenario(spec: ScenarioSpec) -> BenchResult:
+def run_scenario(
+    spec: ScenarioSpec, scrape: Callable[[], Scrape | None] | None = None
+) -> BenchResult:
     """Run ``spec`` to completion (or abort) and return what was measured.
 
+    ``scrape`` reads the server's ``/metrics``: then each round also says
+    what the server counted during it (its slow commits, say).
     Never raises for a failure of the server under test: a worker error, a
     dead worker or an overrun becomes ``BenchResult.aborted``.
     """
@@ -135,7 +142,7 @@ def run_scenario(spec: ScenarioSpec) -> BenchResult:
         if common.ready_file:
             Path(common.ready_file).touch()
         for round_no, (label, rate) in enumerate(plan.rounds(), start=1):
-            result.rounds.append(_run_round(coordinator, plan, round_no, label, rate, view))
+            result.rounds.append(_run_round(coordinator, plan, round_no, label, rate, view, scrape))
         coordinator.broadcast(STOP)
         graceful = True
     except BenchAborted as exc:
@@ -156,7 +163,9 @@ def _run_round(
     label: str,
     rate: float | None,
     view: ProgressView,
+    scrape: Callable[[], Scrape | None] | None,
 ) -> RoundResult:
+    before = scrape() if scrape is not None else None
     coordinator.reset_samples()
     coordinator.sample()
     t0 = time.time_ns() + int(START_DELAY * 1e9)
@@ -170,4 +179,8 @@ def _run_round(
     partials: list[Partial] = coordinator.gather(RESULT)
     coordinator.sample()
     view.finish()
-    return plan.result(spec, merge_partials(partials), coordinator.samples)
+    result = plan.result(spec, merge_partials(partials), coordinator.samples)
+    after = scrape() if before is not None and scrape is not None else None
+    if before is not None and after is not None:
+        result.metrics.update(round_figures(before, after))
+    return result

@@ -26,6 +26,8 @@ from typing import IO, Final
 logger = logging.getLogger(__name__)
 
 _LISTENING: Final = re.compile(r"listening on (\S+):(\d+)")
+# Embedded MPIM's line names its web port too, which serves /metrics.
+_WEB: Final = re.compile(r"web client (http://[^/\s]+)/")
 START_TIMEOUT: Final = 60.0
 STOP_TIMEOUT: Final = 15.0
 
@@ -60,8 +62,11 @@ class ServerProcess:
         self.cleanup = cleanup
         self.host = ""
         self.port = 0
+        # Its /metrics (embedded MPIM's web port), read before and after each round.
+        self.metrics_urls: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._drainer: threading.Thread | None = None
 
     @property
     def pid(self) -> int:
@@ -90,7 +95,12 @@ class ServerProcess:
                 f"{self.name} did not report listening: {line!r} (see {self.log_path})"
             )
         self.host, self.port = match.group(1), int(match.group(2))
-        threading.Thread(target=self._drain, daemon=True, name=f"{self.name}-stdout").start()
+        web = _WEB.search(line)
+        self.metrics_urls = [web.group(1)] if web else []
+        self._drainer = threading.Thread(
+            target=self._drain, daemon=True, name=f"{self.name}-stdout"
+        )
+        self._drainer.start()
         logger.info("%s listening on %s (pid %d)", self.name, self.addr, self.pid)
         return self
 
@@ -118,6 +128,12 @@ class ServerProcess:
                     code = proc.wait()
             else:
                 code = proc.returncode
+            drainer, self._drainer = self._drainer, None
+            if drainer is not None:
+                # EOF once the server and its writer process have both exited.
+                drainer.join(STOP_TIMEOUT)
+            if proc.stdout is not None and (drainer is None or not drainer.is_alive()):
+                proc.stdout.close()
             self._proc = None
         if self._log is not None:
             self._log.close()

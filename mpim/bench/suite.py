@@ -303,9 +303,8 @@ class SuiteRunner:
         shown = command_line(argv)
         for pid in pids:
             argv += ["--server-pid", str(pid)]
-        if isinstance(server, ClusterProcess):
-            for url in server.metrics_urls:
-                argv += ["--metrics-url", url]
+        for url in server.metrics_urls:
+            argv += ["--metrics-url", url]
         argv += ["--json", str(json_path), *extra]
         argv.append("--progress" if self.progress else "--no-progress")
         self.echo(f"$ {shown}    # {server.name}")

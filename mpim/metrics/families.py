@@ -194,6 +194,13 @@ class StoreMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=reg,
         )
+        self.commit_blocked = Histogram(
+            "mpim_store_commit_blocked_seconds",
+            "Of a commit's time, how long its writer was blocked (the disk, the"
+            " database server), neither running nor waiting for a core (Linux)",
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
         self.write_errors = Counter(
             "mpim_store_write_errors",
             "Write jobs that failed (store unreachable, constraint, bug)",

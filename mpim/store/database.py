@@ -70,6 +70,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mpim.metrics.families import StoreMetrics
 from mpim.store import held_writes
+from mpim.store.commit_timing import CommitTimer
 from mpim.store.failures import StoreUnavailable, is_unreachable
 from mpim.store.group_commit import BatchOutcome, WriteCall, commit_calls, next_batch, settle
 from mpim.store.lane_connection import LaneConnection
@@ -475,9 +476,13 @@ class Database:
             raise exc
         return result  # type: ignore[no-any-return]
 
-    def record_batch(self, outcome: BatchOutcome, size: int, seconds: float) -> None:
+    def record_batch(
+        self, outcome: BatchOutcome, size: int, seconds: float, blocked: float | None
+    ) -> None:
         """Metrics and outage state after a group commit (either writer)."""
         self.metrics.commit_latency.observe(seconds)
+        if blocked is not None:
+            self.metrics.commit_blocked.observe(blocked)
         self.metrics.batch_size.observe(size)
         self._note_outcome(outcome)
 
@@ -512,15 +517,17 @@ class Database:
         # Servers: the lane keeps its connection between commits (lane_connection).
         lane = None if self.is_sqlite else LaneConnection(self._write_engine)
         begin = self._write_engine.begin if lane is None else lane.begin
+        timer = CommitTimer()
         while not stopping:
             first = carried if carried is not None else jobs.get()
             if first is _STOP:
                 break
             batch, carried = next_batch(first, more, self._max_batch)
-            started = time.perf_counter()
+            timer.start()
             outcome = commit_calls(begin, [p.call for p in batch])
-            self.record_batch(outcome, len(batch), time.perf_counter() - started)
+            self.record_batch(outcome, len(batch), *timer.stop())
             self._resolve(batch, outcome)
+        timer.close()
         if lane is not None:
             lane.release()
 

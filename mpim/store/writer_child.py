@@ -25,7 +25,6 @@ import pickle
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +33,7 @@ from sqlalchemy.engine import make_url
 
 from mpim.store import held_writes
 from mpim.store.checkpointer import Checkpointer
+from mpim.store.commit_timing import CommitTimer
 from mpim.store.database import server_engine, sqlite_engine
 from mpim.store.frames import READY, STOP, FrameBuffer, encode, frame
 from mpim.store.group_commit import (
@@ -105,15 +105,15 @@ def _undecodable(conn: Connection, reason: str) -> None:
     raise RuntimeError(f"the store writer could not read this call: {reason}")
 
 
-def _answer(outcome: BatchOutcome, size: int, seconds: float) -> bytes:
+def _answer(outcome: BatchOutcome, size: int, seconds: float, blocked: float | None) -> bytes:
     """The reply frame; what pickle cannot carry is replaced by its description
     (and counted as an error: a caller gets an exception for a write that stands)."""
     try:
-        return encode((outcome.outcomes, outcome.errors, size, seconds))
+        return encode((outcome.outcomes, outcome.errors, size, seconds, blocked))
     except Exception:
         safe = [_portable(o) for o in outcome.outcomes]
         replaced = sum(a is not b for a, b in zip(safe, outcome.outcomes, strict=True))
-        return encode((safe, outcome.errors + replaced, size, seconds))
+        return encode((safe, outcome.errors + replaced, size, seconds, blocked))
 
 
 def _portable(outcome: Outcome) -> Outcome:
@@ -132,16 +132,20 @@ def serve(
     calls = _CallReader(sock)
     carried: WriteCall | None = None
     more: Callable[[], WriteCall | None] = calls.poll
-    while True:
-        first = carried if carried is not None else calls.wait()
-        if first is None:
-            return
-        batch, carried = next_batch(first, more, max_batch)
-        started = time.perf_counter()
-        outcome = commit_calls(begin, batch)
-        sock.sendall(_answer(outcome, len(batch), time.perf_counter() - started))
-        if checkpointer is not None:
-            checkpointer.after_commit()
+    timer = CommitTimer()
+    try:
+        while True:
+            first = carried if carried is not None else calls.wait()
+            if first is None:
+                return
+            batch, carried = next_batch(first, more, max_batch)
+            timer.start()
+            outcome = commit_calls(begin, batch)
+            sock.sendall(_answer(outcome, len(batch), *timer.stop()))
+            if checkpointer is not None:
+                checkpointer.after_commit()
+    finally:
+        timer.close()
 
 
 # The writer's own automatic checkpoint, at this many times the log size the

@@ -37,7 +37,8 @@ _PACKAGE_ROOT: Final = str(Path(__file__).resolve().parent.parent.parent)
 # each starting a process that fails the same way.
 RESTART_PAUSE_SECONDS: Final = 1.0
 
-BatchObserver = Callable[[BatchOutcome, int, float], None]
+# (outcome, calls, seconds, seconds of them blocked on storage or None)
+BatchObserver = Callable[[BatchOutcome, int, float, float | None], None]
 
 
 class WriterExited(RuntimeError):
@@ -76,7 +77,7 @@ class _Link(asyncio.Protocol):
                 self.ready.set_result(None)
                 continue
             try:
-                outcomes, errors, size, seconds = pickle.loads(payload)
+                outcomes, errors, size, seconds, blocked = pickle.loads(payload)
             except Exception:
                 # Which calls the frame answered is unknown: end the link,
                 # which fails every call it holds; the next call restarts it.
@@ -85,7 +86,7 @@ class _Link(asyncio.Protocol):
                     self.transport.abort()
                 return
             settle([self.waiting.popleft() for _ in outcomes], outcomes)
-            self._observe(BatchOutcome(outcomes, errors), size, seconds)
+            self._observe(BatchOutcome(outcomes, errors), size, seconds, blocked)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

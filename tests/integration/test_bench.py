@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,8 @@ from mpim.bench.addr import Target
 from mpim.bench.payload import parse_text
 from mpim.bench.relay import RelayServer
 from mpim.bench.runner import BenchResult, run_scenario
+from mpim.bench.server_metrics import scrape_all
+from mpim.bench.servers import mpim_server
 from mpim.bench.spec import C2CSpec, CommonSpec, GroupSpec, IdleSpec, LoginSpec, ScenarioSpec
 from mpim.protocol.messages import MessageLine
 from tests.conftest import RunningServer
@@ -88,6 +91,22 @@ async def test_c2c_two_workers_and_two_rounds_merge_exactly(port: Port) -> None:
     result = await _run(spec)
     assert len(result.rounds) == 2
     _assert_exact(result, 400, 400)
+
+
+async def test_each_round_says_what_the_store_did_in_it(server: RunningServer) -> None:
+    """With the server's /metrics, a round carries its own commits (read
+    before and after it), and the slow ones among them."""
+    urls = server.gateway_ops_urls()
+    spec = C2CSpec(_common(server.port, messages=200, repeat=2), pairs=2, window=4)
+    result = await asyncio.to_thread(run_scenario, spec, lambda: scrape_all(urls))
+    assert result.aborted is None, result.aborted
+    assert len(result.rounds) == 2
+    for r in result.rounds:
+        # 200 sends a round, a few per commit: some commits, far fewer than sends.
+        assert 1 <= (r.metrics["store_commits"] or 0) <= 200
+        slow, blocked = r.metrics["store_slow_commits"], r.metrics["store_blocked_commits"]
+        assert slow is not None and blocked is not None
+        assert 0 <= blocked <= slow <= (r.metrics["store_commits"] or 0)
 
 
 async def test_c2c_with_cids_counts_are_exact(port: Port) -> None:
@@ -221,3 +240,14 @@ async def test_duplicated_and_reordered_pushes_are_reported(
     assert counts["duplicated"] >= 5
     assert counts["reordered"] >= 5
     assert counts["lost"] == 0
+
+
+def test_the_suites_embedded_server_names_its_metrics_url(tmp_path: Path) -> None:
+    """So the suite can read each round's commits from it."""
+    server = mpim_server(tmp_path).start()
+    try:
+        scraped = scrape_all(server.metrics_urls)
+        assert scraped is not None
+        assert any(s.name == "mpim_store_commit_blocked_seconds_count" for s in scraped.samples)
+    finally:
+        server.stop()

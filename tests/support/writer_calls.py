@@ -91,3 +91,15 @@ def server_note(conn: Connection, key: str) -> int:
 def server_notes(conn: Connection) -> list[str]:
     conn.execute(text("CREATE TABLE IF NOT EXISTS test_notes (k VARCHAR(64) PRIMARY KEY)"))
     return [str(k) for (k,) in conn.execute(text("SELECT k FROM test_notes ORDER BY k"))]
+
+
+def pause(conn: Connection, seconds: float) -> None:
+    """Hold the commit with the writer blocked, as a slow fsync would."""
+    time.sleep(seconds)
+
+
+def spin(conn: Connection, seconds: float) -> None:
+    """Hold the commit with the writer running, as slow Python would."""
+    deadline = time.thread_time() + seconds
+    while time.thread_time() < deadline:
+        pass
