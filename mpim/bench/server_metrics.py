@@ -83,8 +83,8 @@ def round_figures(before: Scrape, after: Scrape) -> dict[str, float | None]:
     ``SLOW_COMMIT_SECONDS``, and those whose writer was blocked (on the disk or
     the database server, not waiting for a core) for that long."""
 
-    def delta(name: str, **labels: str) -> float:
-        return after.value(name, **labels) - before.value(name, **labels)
+    def delta(name: str) -> float:
+        return after.value(name) - before.value(name)
 
     def slower(histogram: str) -> float:
         within = _in_bucket(after, histogram) - _in_bucket(before, histogram)
