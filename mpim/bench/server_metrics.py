@@ -73,9 +73,10 @@ def figures(before: Scrape, after: Scrape) -> dict[str, float | None]:
     }
 
 
-#: A commit this slow holds every message behind it for as long: at 10,000
-#: msg/s, one such commit in a 4 s round is already past the p99.
-SLOW_COMMIT_SECONDS = 0.05
+#: A commit this slow holds every message behind it for as long, which is
+#: already the embedded p99 target (issue 4); at 10,000 msg/s a few such
+#: commits in a 4 s round decide the round's p99.
+SLOW_COMMIT_SECONDS = 0.02
 
 
 def round_figures(before: Scrape, after: Scrape) -> dict[str, float | None]:
