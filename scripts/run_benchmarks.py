@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CLUSTER.toml",
         help="also start this cluster (mpim cluster start) and measure the distributed targets",
     )
+    parser.add_argument(
+        "--fresh-store",
+        action="store_true",
+        help="drop the cluster's store database before starting it (only one the benchmark "
+        "owns, like bench/cluster.toml's mpimbench): earlier runs' rows slow later ones",
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
@@ -58,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         runs = SUITES[name] + (DISTRIBUTED if args.distributed else ())
         echo = lambda text: print(text, flush=True)  # noqa: E731
-        runner = SuiteRunner(args.results, progress, echo, args.distributed)
+        runner = SuiteRunner(args.results, progress, echo, args.distributed, args.fresh_store)
         runner.run(name, runs, profile=not args.no_profile)
         print(f"suite {name} took {(time.monotonic() - started) / 60:.1f} min", flush=True)
     path = write_doc(args.results, args.doc, REGENERATE)

@@ -160,7 +160,13 @@ def _header(doc: Doc, regenerate: str) -> None:
             "every service in its own process (gRPC, ZooKeeper, Redis cache and bus, "
             "MariaDB store); the load tool spreads connections over both gateways, so "
             "every pair crosses them, and server RSS/CPU are summed over all processes. "
-            "No relay column: the relay has no distributed counterpart.",
+            "No relay column: the relay has no distributed counterpart."
+            + (
+                " The store's database was dropped before the cluster started "
+                "(`--fresh-store`), so the run began on empty tables."
+                if s.fresh_store
+                else ""
+            ),
         )
     doc.add("")
 

@@ -23,6 +23,9 @@ import tomllib
 from pathlib import Path
 from typing import IO, Final
 
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
 logger = logging.getLogger(__name__)
 
 _LISTENING: Final = re.compile(r"listening on (\S+):(\d+)")
@@ -187,6 +190,25 @@ def mpim_server(log_dir: Path, setup_hash: bool = True) -> ServerProcess:
     return ServerProcess(name, argv, log_dir / f"{name}.log", env, cleanup=data_dir)
 
 
+def drop_database(url: str) -> None:
+    """Drop a MySQL/MariaDB or PostgreSQL store's database (its nodes create it again)."""
+    parsed = make_url(url)
+    name, backend = parsed.database, parsed.get_backend_name()
+    if backend not in ("mysql", "postgresql") or not name:
+        raise ServerError(f"--fresh-store needs a MySQL/MariaDB or PostgreSQL store, not {url!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", name):
+        raise ServerError(f"store database name {name!r} must be letters, digits and _")
+    admin = parsed.set(database="" if backend == "mysql" else "postgres")
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    quoted = f"`{name}`" if backend == "mysql" else f'"{name}"'
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted}"))
+    finally:
+        engine.dispose()
+    logger.info("dropped the store database %s", name)
+
+
 def relay_server(log_dir: Path) -> ServerProcess:
     argv = [sys.executable, "-m", "mpim", "bench", "relay", "--port", "0"]
     return ServerProcess("relay", argv, log_dir / "relay.log")
@@ -200,9 +222,14 @@ class ClusterProcess:
     ZooKeeper the cluster tool started is left running (others may share it).
     """
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, fresh_store: bool = False) -> None:
         self.config = config
         self.log_path = log_path
+        # Drop the store's database first: a run then starts as empty as the
+        # embedded servers' fresh data directories, and neither inherits the
+        # rows of earlier runs nor MariaDB's flushing of them (which went on
+        # for minutes after a run and slowed the next one's disk).
+        self.fresh_store = fresh_store
         self.name = "mpim-distributed"
         self.addrs: list[str] = []
         self.pids: list[int] = []
@@ -226,6 +253,8 @@ class ClusterProcess:
             for p in processes
             if "http_port" in p or "metrics_port" in p
         ]
+        if self.fresh_store:
+            drop_database(data.get("store", {}).get("url", ""))
         self._cluster("start")
         run_dir = self.config.parent / cluster.get("run_dir", "run")
         self.pids = [

@@ -182,6 +182,7 @@ class SuiteRecord:
     entries: list[Entry] = field(default_factory=list)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     cluster_config: str | None = None
+    fresh_store: bool = False
 
     def save(self, out_dir: Path) -> None:
         (out_dir / SUITE_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -202,9 +203,11 @@ class SuiteRunner:
         progress: bool,
         echo: Callable[[str], None],
         cluster_config: Path | None = None,
+        fresh_store: bool = False,
     ) -> None:
         self.out_dir = out_dir
         self.cluster_config = cluster_config
+        self.fresh_store = fresh_store
         self.progress = progress
         self.echo = echo
         self.log_dir = Path(tempfile.mkdtemp(prefix="mpim-bench-logs-"))
@@ -219,6 +222,7 @@ class SuiteRunner:
             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             runs=[{"key": r.key, "title": r.title, "mpim": r.mpim, "fresh": r.fresh} for r in runs],
             cluster_config=_shown_path(self.cluster_config),
+            fresh_store=self.fresh_store and self.cluster_config is not None,
         )
         try:
             for run in runs:
@@ -275,7 +279,9 @@ class SuiteRunner:
             if self.cluster_config is None:
                 raise ValueError("distributed runs need a cluster file")
             if server not in self._servers:
-                cluster = ClusterProcess(self.cluster_config, self.log_dir / "cluster.log")
+                cluster = ClusterProcess(
+                    self.cluster_config, self.log_dir / "cluster.log", self.fresh_store
+                )
                 self._servers[server] = cluster.start()
             return self._servers[server]
         return self._shared_server(server)

@@ -123,3 +123,19 @@ def test_server_figures_come_from_the_runs_metrics_as_percent() -> None:
     assert figure_of({}, "server.user_and_route_hit_ratio", result) == 95.5
     assert figure_of({}, "server.route_lookups", result) == 40.0
     assert figure_of({}, "server.user_and_route_hit_ratio", {}) is None
+
+
+def test_the_method_says_when_the_cluster_began_on_an_empty_store(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    for fresh in (True, False):
+        SuiteRecord(
+            suite="test",
+            machine={"nproc": 2, "cpu_model": "cpu", "load_average": [0.1, 0.1, 0.1]},
+            started_at="2026-01-01T00:00:00+00:00",
+            cluster_config="bench/cluster.toml",
+            fresh_store=fresh,
+        ).save(results)
+        (tmp_path / "analysis.md").write_text("## Analysis\n")
+        text = write_doc(results, tmp_path / "benchmarks.md", "run me").read_text()
+        assert ("began on empty tables" in text) is fresh
