@@ -46,8 +46,10 @@ class TimedDatabase(Database):
     wall_seconds = 0.0
     _cpu_mark = 0.0
 
-    def record_batch(self, outcome: BatchOutcome, size: int, seconds: float) -> None:
-        super().record_batch(outcome, size, seconds)
+    def record_batch(
+        self, outcome: BatchOutcome, size: int, seconds: float, blocked: float | None
+    ) -> None:
+        super().record_batch(outcome, size, seconds, blocked)
         now = time.thread_time()
         self.cpu_seconds += now - self._cpu_mark
         self._cpu_mark = now
