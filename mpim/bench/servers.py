@@ -23,8 +23,7 @@ import tomllib
 from pathlib import Path
 from typing import IO, Final
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from mpim.store.database import drop_database
 
 logger = logging.getLogger(__name__)
 
@@ -188,25 +187,6 @@ def mpim_server(log_dir: Path, setup_hash: bool = True) -> ServerProcess:
     env["MPIM_GATEWAY__HTTP_PORT"] = "0"
     name = "mpim" if setup_hash else "mpim-default-hash"
     return ServerProcess(name, argv, log_dir / f"{name}.log", env, cleanup=data_dir)
-
-
-def drop_database(url: str) -> None:
-    """Drop a MySQL/MariaDB or PostgreSQL store's database (its nodes create it again)."""
-    parsed = make_url(url)
-    name, backend = parsed.database, parsed.get_backend_name()
-    if backend not in ("mysql", "postgresql") or not name:
-        raise ServerError(f"--fresh-store needs a MySQL/MariaDB or PostgreSQL store, not {url!r}")
-    if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", name):
-        raise ServerError(f"store database name {name!r} must be letters, digits and _")
-    admin = parsed.set(database="" if backend == "mysql" else "postgres")
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    quoted = f"`{name}`" if backend == "mysql" else f'"{name}"'
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted}"))
-    finally:
-        engine.dispose()
-    logger.info("dropped the store database %s", name)
 
 
 def relay_server(log_dir: Path) -> ServerProcess:

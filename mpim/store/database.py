@@ -62,10 +62,10 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 
 from mpim.metrics.families import StoreMetrics
@@ -562,28 +562,19 @@ def server_connect_args(url: str, server_timeout_seconds: float | None) -> dict[
 def ensure_database(url: str, connect_args: dict[str, Any] | None = None) -> None:
     """Create the URL's database on a MySQL/MariaDB or PostgreSQL server if missing."""
     parsed = make_url(url)
-    name = parsed.database
-    backend = parsed.get_backend_name()
-    if not name or backend not in ("mysql", "postgresql"):
+    if not parsed.database or parsed.get_backend_name() not in _SERVER_BACKENDS:
         return  # SQLite creates its file itself
-    if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", name):
-        raise ValueError(f"store.url: database name {name!r} must be letters, digits and _")
-    if backend == "mysql":
-        engine = create_engine(parsed.set(database=""), connect_args=connect_args or {})
+    name, engine = _server_admin(parsed, connect_args)
+    try:
         with engine.connect() as conn:
-            conn.execute(
-                text(
-                    f"CREATE DATABASE IF NOT EXISTS `{name}` "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            if parsed.get_backend_name() == "mysql":
+                conn.execute(
+                    text(
+                        f"CREATE DATABASE IF NOT EXISTS `{name}` "
+                        "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                    )
                 )
-            )
-    else:
-        engine = create_engine(
-            parsed.set(database="postgres"),
-            connect_args=connect_args or {},
-            isolation_level="AUTOCOMMIT",
-        )
-        with engine.connect() as conn:
+                return
             exists = conn.execute(
                 text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
             ).first()
@@ -591,7 +582,36 @@ def ensure_database(url: str, connect_args: dict[str, Any] | None = None) -> Non
                 # IntegrityError: another process created it first.
                 with contextlib.suppress(IntegrityError):
                     conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
+    finally:
+        engine.dispose()
+
+
+def drop_database(url: str) -> None:
+    """Drop the URL's database on a MySQL/MariaDB or PostgreSQL server, if there."""
+    parsed = make_url(url)
+    if not parsed.database or parsed.get_backend_name() not in _SERVER_BACKENDS:
+        raise ValueError(f"only a MySQL/MariaDB or PostgreSQL database is dropped, not {url!r}")
+    name, engine = _server_admin(parsed, None)
+    quoted = f"`{name}`" if parsed.get_backend_name() == "mysql" else f'"{name}"'
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted}"))
+    finally:
+        engine.dispose()
+
+
+_SERVER_BACKENDS: Final = ("mysql", "postgresql")
+
+
+def _server_admin(parsed: URL, connect_args: dict[str, Any] | None) -> tuple[str, Engine]:
+    """The URL's database name, checked (it goes into DDL unquoted by the
+    driver), and an autocommit engine on the server's own database."""
+    name = str(parsed.database)
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", name):
+        raise ValueError(f"store.url: database name {name!r} must be letters, digits and _")
+    admin = parsed.set(database="" if parsed.get_backend_name() == "mysql" else "postgres")
+    engine = create_engine(admin, connect_args=connect_args or {}, isolation_level="AUTOCOMMIT")
+    return name, engine
 
 
 def _switch_to_wal(cursor: sqlite3.Cursor) -> None:

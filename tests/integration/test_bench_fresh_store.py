@@ -6,8 +6,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from mpim.bench.servers import ServerError, drop_database
-from mpim.store.database import ensure_database
+from mpim.store.database import drop_database, ensure_database
 from tests.support.databases import mysql_url, postgres_url  # noqa: F401 (fixtures)
 
 
@@ -33,7 +32,7 @@ def test_the_store_database_and_its_rows_are_gone(
 
 
 def test_only_server_databases_with_plain_names_are_dropped() -> None:
-    with pytest.raises(ServerError, match="MySQL/MariaDB or PostgreSQL"):
+    with pytest.raises(ValueError, match="MySQL/MariaDB or PostgreSQL"):
         drop_database("sqlite:////tmp/some.sqlite3")
-    with pytest.raises(ServerError, match="letters, digits"):
+    with pytest.raises(ValueError, match="letters, digits"):
         drop_database("mysql+pymysql://root@127.0.0.1:3306/odd-name`x")

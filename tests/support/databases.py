@@ -13,6 +13,8 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
+from mpim.store.database import drop_database
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 MYSQL_SERVER = os.environ.get("MPIM_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
@@ -78,12 +80,11 @@ def _fresh_database(server: str, query: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:
-        admin.dispose()
         unavailable(make_url(server).get_backend_name(), exc)
-    try:
-        yield f"{server}/{name}{query}"
     finally:
-        quoted = f"`{name}`" if server.startswith("mysql") else f'"{name}"'
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted}"))
         admin.dispose()
+    url = f"{server}/{name}{query}"
+    try:
+        yield url
+    finally:
+        drop_database(url)
