@@ -1,9 +1,10 @@
 """One client connection's state and command loop, independent of transport.
 
 Lines are executed one at a time in arrival order, so replies come in
-command order. Reading pauses while too many commands are queued and while
-the client is not reading its replies: a pipelining client is slowed down,
-never buffered without bound. Pushes are different: they are not awaited,
+command order, at most ``LINES_PER_TURN`` of them before the event loop
+serves the other connections. Reading pauses while too many commands are
+queued and while the client is not reading its replies: a pipelining client
+is slowed down, never buffered without bound. Pushes are different: they are not awaited,
 so a client whose unsent output passes ``max_output_bytes`` is disconnected
 (its messages stay in its inbox for SYNC/PULL) instead of stalling others.
 
@@ -39,6 +40,11 @@ Render = Callable[["asyncio.Future[Any]"], "str | None"]
 
 # Pipelined commands awaiting their reply on one connection, at most.
 MAX_INFLIGHT = 256
+# Lines one connection runs before the event loop serves the others. Blank,
+# unknown and refused lines are answered without an await, so without a turn
+# a client streaming them would hold the loop, and every other user, for as
+# long as it kept sending.
+LINES_PER_TURN = 64
 # Gathered output is written at the end of the loop pass, or at this size.
 _FLUSH_AT_BYTES = 64 * 1024
 
@@ -192,6 +198,8 @@ class Session:
         """
         try:
             for i, line in enumerate(lines):
+                if i == LINES_PER_TURN:
+                    return list(lines[i:])  # the rest in later turns
                 step = self._dispatch(self, line)
                 if step.pending is not None:
                     self._track_now(step.pending, step.render)
@@ -273,6 +281,7 @@ class Session:
 
     async def _run_lines(self) -> bool:
         """Execute queued lines in order: True when the session ends, False when idle."""
+        turn = 0
         while True:
             queue = self._lines
             if not queue:
@@ -292,6 +301,10 @@ class Session:
                 self.transport.resume_reading()
             await self._execute(line)
             self._after_command()
+            turn += 1
+            if turn == LINES_PER_TURN:
+                turn = 0
+                await asyncio.sleep(0)  # the other connections' turn
             while self._write_paused:
                 waiter = self._write_waiter
                 if waiter is None:
