@@ -168,6 +168,11 @@ async def pull(ctx: GatewayContext, s: Session, cmd: c.Pull, cid: str | None) ->
             ctx.metrics.pulled.inc(len(batch.messages))
             if not batch.more or s.closed:
                 break
+            # The next page once the client has read this one: a backlog is
+            # taken from the inbox only as fast as the client reads it.
+            await s.writable()
+            if s.closed:
+                break
             await ctx.hub.flush_marks()
         s.write_line("+OK pull_done")
     return None

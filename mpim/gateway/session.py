@@ -305,11 +305,7 @@ class Session:
             if turn == LINES_PER_TURN:
                 turn = 0
                 await asyncio.sleep(0)  # the other connections' turn
-            while self._write_paused:
-                waiter = self._write_waiter
-                if waiter is None:
-                    waiter = self._write_waiter = asyncio.get_running_loop().create_future()
-                await waiter
+            await self.writable()
 
     async def _execute(self, line: bytes | Step) -> None:
         """Run one command. Sends may overlap later commands; replies stay in order."""
@@ -328,6 +324,16 @@ class Session:
         reply = await step.call()
         if reply is not None:
             self.write_line(reply)
+
+    async def writable(self) -> None:
+        """Returns once the client has read its output down to the transport's
+        low-water mark, or is gone: a reply of many pages waits here between
+        pages rather than buffer them all for a client that does not read."""
+        while self._write_paused:
+            waiter = self._write_waiter
+            if waiter is None:
+                waiter = self._write_waiter = asyncio.get_running_loop().create_future()
+            await waiter
 
     def _reply_in_order(self, reply: str) -> None:
         """An immediate reply: now, unless earlier commands are still replying."""

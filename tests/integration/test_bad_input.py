@@ -638,6 +638,13 @@ async def test_connections_that_vanish_at_once_do_not_disturb_the_server(
 
 async def connect_non_reading(server: RunningServer) -> LineClient:
     """A client with tiny buffers that, once registered, never reads again."""
+    client = await connect_small(server)
+    await client.register()
+    return client
+
+
+async def connect_small(server: RunningServer) -> LineClient:
+    """A client with tiny buffers: what it does not read stays on the server."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
@@ -646,7 +653,6 @@ async def connect_non_reading(server: RunningServer) -> LineClient:
     client = LineClient(reader, writer)
     client.greeting = await client.read_line()
     server.clients.append(client)
-    await client.register()
     return client
 
 
@@ -695,6 +701,38 @@ async def test_a_reader_that_never_reads_is_cut_off_without_stalling_other_chats
     assert {m for m, _, _ in inbox} == acked
     assert [s for _, s, _ in inbox] == list(range(1, len(acked) + 1))
     await assert_still_serving(server, seen)
+
+
+async def test_a_pull_takes_its_pages_only_as_fast_as_its_client_reads_them(
+    server_factory: ServerFactory,
+) -> None:
+    # Written page after page regardless, a PULL buffered the whole backlog
+    # for a client that did not read it: memory grew with the inbox.
+    server = await server_factory(store=FAST_STORE, gateway={"pull_page_size": 20})
+    owner = await server.user()
+    account = owner.account
+    assert account is not None
+    await owner.close()
+    sender = await server.user()
+    await wait_offline(sender, account.uid)
+    count, text = 1000, "p" * 16000  # 16 MB, 50 pages
+    await sender.send_raw("".join(f"SEND {account.uid} {text}\n" for _ in range(count)).encode())
+    acked = {msg_id_of(await sender.read_line(timeout=60)) for _ in range(count)}
+
+    stalled = await connect_small(server)
+    assert (await stalled.login(account.username, account.password)).startswith("+OK")
+    await stalled.send("PULL")  # and never reads again
+    await asyncio.sleep(1)  # it takes what the buffers on its way hold, then waits
+
+    other = await login(server, account)
+    lines, done = await other.cmd_multi("PULL", timeout=60)
+    assert done == "+OK pull_done"
+    # What the stalled PULL took fit in the socket buffers; the rest is here.
+    assert len(lines) > count // 2
+    pulled = {int(m[1]) for line in lines if (m := MSG_TEXT.fullmatch(line))}
+    assert len(pulled) == len(lines) and pulled <= acked
+    inbox = await sync_texts(other)
+    assert {m for m, _, _ in inbox} == acked  # nothing lost either way
 
 
 # -- rate limiting --------------------------------------------------------------
