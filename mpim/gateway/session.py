@@ -4,9 +4,10 @@ Lines are executed one at a time in arrival order, so replies come in
 command order, at most ``LINES_PER_TURN`` of them before the event loop
 serves the other connections. Reading pauses while too many commands are
 queued and while the client is not reading its replies: a pipelining client
-is slowed down, never buffered without bound. Pushes are different: they are not awaited,
-so a client whose unsent output passes ``max_output_bytes`` is disconnected
-(its messages stay in its inbox for SYNC/PULL) instead of stalling others.
+is slowed down, never buffered without bound. Pushes are different: they
+are not awaited, so a client whose unsent output passes ``max_output_bytes``
+is disconnected (its messages stay in its inbox for SYNC/PULL) instead of
+stalling others.
 
 Most connections are idle most of the time, and a gateway holds tens of
 thousands of them, so an idle session owns no task, event or queue: the
