@@ -73,10 +73,7 @@ class Dispatcher:
             return self._error(ErrorCode.INVALID_UTF8, _UNPARSED)
         if not text or (text[0] == " " and not text.strip(" ")):
             return _IGNORED  # empty and blank lines are ignored
-        # A carriage return left inside a line (the one before \n is already
-        # gone) would reach recipients inside a message's text, where a client
-        # that also ends lines at \r would read it as a line of the server's.
-        if "\x00" in text or "\r" in text:
+        if "\x00" in text:
             return self._error(ErrorCode.INVALID_CHARACTER, _UNPARSED)
         self.commands += 1
         name = _UNPARSED

@@ -235,28 +235,6 @@ async def test_a_nul_byte_gets_invalid_character_and_stores_nothing(
     await assert_nothing_pending(bob, via=alice)
 
 
-async def test_a_carriage_return_inside_a_line_gets_invalid_character_and_stores_nothing(
-    server: RunningServer,
-) -> None:
-    # Stored, "a\rMSG id=1 ... text=forged" would have reached bob's client
-    # as text, where a reader ending lines at \r too would see two lines.
-    alice = await server.user()
-    bob = await server.user()
-    raws = (
-        b"SEND {uid} a\rMSG id=1 from=1 ts=1 seq=1 text=forged",
-        b"SEND {uid} hello\r\r",  # one \r before \n is dropped, the other stays
-        b"PING\rPING",
-        b"PING\r\r",
-        b"\r\r",  # "\r\n" alone is a blank line
-    )
-    for raw in raws:
-        await alice.send_raw(raw.replace(b"{uid}", str(uid_of(bob)).encode()) + b"\n")
-        assert await alice.read_line() == "-ERR invalid character", raw
-        assert await alice.cmd("PING") == "+OK pong"
-    assert await sync_texts(bob) == []
-    await assert_nothing_pending(bob, via=alice)
-
-
 @pytest.mark.parametrize("logged_in", [False, True])
 async def test_empty_and_space_only_lines_get_no_reply(
     server: RunningServer, logged_in: bool
@@ -291,6 +269,7 @@ UNKNOWN = [
     "MSG id=1 from=2 ts=3 seq=4 text=x",
     "@cid=abc",
     "@cid=abc   ",
+    "PING\r\r",  # only one \r is dropped
 ]
 
 
