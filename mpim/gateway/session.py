@@ -225,13 +225,26 @@ class Session:
         return []
 
     def close_with(self, reply: str) -> None:
-        """Framing failed: answer what came before, then ``reply``, then close."""
-        if not self._closing:
-            queue = self._lines
-            if queue is None:
-                queue = self._lines = deque()
-            queue.append(_CloseWith(reply))
-            self.input_ended()
+        """Framing failed or the connection idled out: answer what came before,
+        then ``reply``, then close. Once only: the input has ended by then.
+
+        A client that is not reading its replies would never get that far
+        (the command loop waits for it to read): it is cut off at once.
+        """
+        if self._closing or self._input_done:
+            return
+        if self._write_paused:
+            logger.info(
+                "closed: not reading its replies",
+                extra={"conn": self.conn_id, "uid": self.uid, "reply": reply},
+            )
+            self._abort()
+            return
+        queue = self._lines
+        if queue is None:
+            queue = self._lines = deque()
+        queue.append(_CloseWith(reply))
+        self.input_ended()
 
     def input_ended(self) -> None:
         """The peer closed its side or the connection was lost."""
@@ -566,9 +579,16 @@ class Session:
             extra={"conn": self.conn_id, "uid": self.uid, "unsent_bytes": unsent},
         )
         self.dropped_slow = True
+        self._abort()
+
+    def _abort(self) -> None:
+        """Drop the connection now, with what it has not been sent and the
+        commands it has not run (as ``connection_lost`` will)."""
         self.closed = True
         self._closing = True
+        self._lines = None
         self._out = None
         self._out_bytes = 0
         self.transport.abort()
+        self.resume_writing()  # a command loop waiting for the client to read ends
         self.input_ended()

@@ -31,7 +31,7 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from mpim.errors import ErrorCode
-from mpim.gateway.session import Session
+from mpim.gateway.session import LINES_PER_TURN, Session
 from mpim.gateway.transport import Transport
 from mpim.protocol.framing import LineSplitter
 
@@ -115,7 +115,14 @@ class WebSocketTransport:
                 await self._close_task
 
     async def _read_frames(self, session: Session) -> None:
+        frames = 0
         while True:
+            frames += 1
+            if frames == LINES_PER_TURN:
+                # recv() returns without suspending while frames are buffered,
+                # and one socket read can hold thousands: the others' turn.
+                frames = 0
+                await asyncio.sleep(0)
             if not self._closing:
                 await self._reading.wait()
             try:

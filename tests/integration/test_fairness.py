@@ -23,12 +23,27 @@ from tests.support.checks import uid_of
 from tests.support.lineclient import LineClient
 from tests.support.process import MpimProcess
 
-# Sends 64 KiB of one line over and over, reading what comes back, until it
-# is killed or its time is up; says "streaming" once it is under way.
+# Sends 64 KiB of one line over and over (over WebSocket: of one masked text
+# frame per line), reading what comes back, until it is killed or its time is
+# up; says "streaming" once it is under way.
 _STREAMER = """
-import socket, sys, threading, time
-sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-line, deadline = bytes.fromhex(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+import base64, os, socket, sys, threading, time
+port, line, seconds, kind = sys.argv[1:]
+sock = socket.create_connection(("127.0.0.1", int(port)))
+line, deadline = bytes.fromhex(line), time.monotonic() + float(seconds)
+if kind == "ws":
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nUpgrade: websocket\\r\\n"
+        f"Connection: Upgrade\\r\\nSec-WebSocket-Key: {key}\\r\\n"
+        "Sec-WebSocket-Version: 13\\r\\n\\r\\n".encode()
+    )
+    answer = b""
+    while b"\\r\\n\\r\\n" not in answer:
+        answer += sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    payload = line.rstrip(b"\\n")
+    line = bytes([0x81, 0x80 | len(payload)]) + bytes(4) + payload  # mask 0: as sent
 chunk = line * (65536 // len(line))
 def read():
     while sock.recv(1 << 20):
@@ -51,15 +66,20 @@ async def process(tmp_path: Path) -> AsyncIterator[MpimProcess]:
     await proc.kill()
 
 
-async def stream_lines(proc: MpimProcess, line: bytes) -> asyncio.subprocess.Process:
+async def stream_lines(
+    proc: MpimProcess, line: bytes, transport: str
+) -> asyncio.subprocess.Process:
     """Start the streamer; returns once it has sent its first chunks."""
+    port = proc.http_port if transport == "ws" else proc.port
+    assert port is not None
     streamer = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         _STREAMER,
-        str(proc.port),
+        str(port),
         line.hex(),
         str(STREAM_SECONDS),
+        transport,
         stdout=asyncio.subprocess.PIPE,
     )
     assert streamer.stdout is not None
@@ -68,17 +88,27 @@ async def stream_lines(proc: MpimProcess, line: bytes) -> asyncio.subprocess.Pro
 
 
 @pytest.mark.parametrize(
-    "line", [b"\n", b"X\n", b"\xff\n"], ids=["blank lines", "unknown commands", "invalid utf-8"]
+    ("transport", "line"),
+    [
+        ("tcp", b"\n"),
+        ("tcp", b"X\n"),
+        ("tcp", b"\xff\n"),
+        ("ws", b"X\n"),  # one line a frame
+    ],
+    ids=["blank lines", "unknown commands", "invalid utf-8", "websocket frames"],
 )
 async def test_a_client_streaming_cheap_lines_does_not_hold_up_other_users(
-    process: MpimProcess, line: bytes
+    process: MpimProcess, transport: str, line: bytes
 ) -> None:
     alice, bob = [await LineClient.connect(process.host, process.port) for _ in range(2)]
     await alice.register()
     await bob.register()
-    streamer = await stream_lines(process, line)
+    streamer = await stream_lines(process, line, transport)
     try:
-        for i in range(3):
+        # Twenty rounds within the stream: served between its reads, not once
+        # in a while (before a turn per 64 frames, a WebSocket stream let
+        # another user through only every 1.6 s, and these took 80 s).
+        for i in range(20):
             fresh = await LineClient.connect(process.host, process.port)
             assert await fresh.cmd("PING", timeout=STREAM_SECONDS) == "+OK pong"
             reply = await alice.cmd(f"SEND {uid_of(bob)} while streaming {i}", STREAM_SECONDS)

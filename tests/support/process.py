@@ -11,13 +11,17 @@ import sys
 from pathlib import Path
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
+_WEB = re.compile(r"web client http://[^:/]+:(\d+)/")
 
 
 class MpimProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, host: str, port: int) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, host: str, port: int, http_port: int | None
+    ) -> None:
         self.proc = proc
         self.host = host
         self.port = port
+        self.http_port = http_port  # WebSocket and web client; None when off
 
     @classmethod
     async def start(cls, data_dir: Path, port: int = 0, *extra: str) -> MpimProcess:
@@ -46,7 +50,8 @@ class MpimProcess:
             proc.kill()
             await proc.wait()
             raise RuntimeError(f"mpim up did not report listening: {line!r}")
-        return cls(proc, match.group(1), int(match.group(2)))
+        web = _WEB.search(line)
+        return cls(proc, match.group(1), int(match.group(2)), int(web[1]) if web else None)
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.proc.returncode is None:

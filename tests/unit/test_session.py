@@ -314,6 +314,22 @@ async def test_close_with_answers_what_came_before_then_closes() -> None:
     assert closed == [session]
 
 
+async def test_close_with_cuts_off_a_client_that_is_not_reading_its_replies() -> None:
+    # Queued behind a command that waits for the client to read, the close
+    # would never come: the idle timeout could not end such a connection.
+    script = Script()
+    session, transport, closed = make_session(script)
+    session.pause_writing()
+    session.feed([b"PING", b"PING"])
+    await settle()
+    assert script.executed == ["PING"]  # the second waits for the client
+    session.close_with("-ERR idle timeout")
+    await until(lambda: closed == [session])
+    assert transport.aborted
+    assert script.executed == ["PING"]
+    assert "-ERR idle timeout" not in transport.written
+
+
 async def test_pushes_held_during_a_multi_line_reply_follow_it() -> None:
     session, transport, _ = make_session(Script())
     session.feed([b"AUTH"])
