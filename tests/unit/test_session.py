@@ -222,13 +222,19 @@ async def test_reading_pauses_beyond_max_pending_and_resumes_at_half() -> None:
     assert transport.written == ["+OK slow"] + ["+OK pong"] * 3
 
 
-async def test_commands_wait_while_the_client_is_not_reading_its_replies() -> None:
+async def not_reading_after_one_ping() -> tuple[Script, Session, FakeTransport, list[Session]]:
+    """A session whose client stopped reading: of two PINGs, one has run."""
     script = Script()
-    session, transport, _ = make_session(script)
+    session, transport, closed = make_session(script)
     session.pause_writing()
     session.feed([b"PING", b"PING"])
     await settle()
-    assert script.executed == ["PING"]
+    assert script.executed == ["PING"]  # the second waits for the client
+    return script, session, transport, closed
+
+
+async def test_commands_wait_while_the_client_is_not_reading_its_replies() -> None:
+    script, session, transport, _ = await not_reading_after_one_ping()
     session.resume_writing()
     await until(lambda: len(transport.written) == 2)
     assert script.executed == ["PING", "PING"]
@@ -317,12 +323,7 @@ async def test_close_with_answers_what_came_before_then_closes() -> None:
 async def test_close_with_cuts_off_a_client_that_is_not_reading_its_replies() -> None:
     # Queued behind a command that waits for the client to read, the close
     # would never come: the idle timeout could not end such a connection.
-    script = Script()
-    session, transport, closed = make_session(script)
-    session.pause_writing()
-    session.feed([b"PING", b"PING"])
-    await settle()
-    assert script.executed == ["PING"]  # the second waits for the client
+    script, session, transport, closed = await not_reading_after_one_ping()
     session.close_with("-ERR idle timeout")
     await until(lambda: closed == [session])
     assert transport.aborted
