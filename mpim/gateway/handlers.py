@@ -166,10 +166,11 @@ async def pull(ctx: GatewayContext, s: Session, cmd: c.Pull, cid: str | None) ->
             )
             s.write_message_lines(_lines(batch.messages))
             ctx.metrics.pulled.inc(len(batch.messages))
-            if not batch.more or s.closed:
+            if not batch.more:
                 break
             # The next page once the client has read this one: a backlog is
-            # taken from the inbox only as fast as the client reads it.
+            # taken from the inbox only as fast as the client reads it. A
+            # closed session is not waiting to write: this returns at once.
             await s.writable()
             if s.closed:
                 break

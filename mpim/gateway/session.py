@@ -319,7 +319,8 @@ class Session:
             if turn == LINES_PER_TURN:
                 turn = 0
                 await asyncio.sleep(0)  # the other connections' turn
-            await self.writable()
+            if self._write_paused:  # no coroutine per command while it reads
+                await self.writable()
 
     async def _execute(self, line: bytes | Step) -> None:
         """Run one command. Sends may overlap later commands; replies stay in order."""
@@ -583,12 +584,9 @@ class Session:
 
     def _abort(self) -> None:
         """Drop the connection now, with what it has not been sent and the
-        commands it has not run (as ``connection_lost`` will)."""
-        self.closed = True
-        self._closing = True
-        self._lines = None
+        commands it has not run, as if it were lost (the transport's own
+        ``connection_lost`` comes later and finds nothing left to do)."""
         self._out = None
         self._out_bytes = 0
         self.transport.abort()
-        self.resume_writing()  # a command loop waiting for the client to read ends
-        self.input_ended()
+        self.connection_lost()
