@@ -28,6 +28,7 @@ pytest_plugins = [
     "tests.support.redis",
     "tests.support.databases",
     "tests.support.process_cluster",
+    "tests.support.process",
 ]
 
 # argon2id with a small memory cost keeps hundreds of test registrations fast;

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -57,13 +55,6 @@ while time.monotonic() < deadline:
         print("streaming", flush=True)
 """
 STREAM_SECONDS = 30.0
-
-
-@pytest.fixture
-async def process(tmp_path: Path) -> AsyncIterator[MpimProcess]:
-    proc = await MpimProcess.start(tmp_path / "data")
-    yield proc
-    await proc.kill()
 
 
 async def stream_lines(

@@ -34,13 +34,6 @@ async def connect() -> AsyncIterator[Callable[[MpimProcess], Awaitable[LineClien
 Connect = Callable[[MpimProcess], Awaitable[LineClient]]
 
 
-@pytest.fixture
-async def process(tmp_path: Path) -> AsyncIterator[MpimProcess]:
-    proc = await MpimProcess.start(tmp_path / "data")
-    yield proc
-    await proc.kill()
-
-
 async def test_prints_where_it_listens_and_serves(process: MpimProcess, connect: Connect) -> None:
     client = await connect(process)
     assert client.greeting.startswith("+OK welcome mpim")

@@ -8,7 +8,10 @@ import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 _WEB = re.compile(r"web client http://[^:/]+:(\d+)/")
@@ -63,3 +66,11 @@ class MpimProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
         await self.proc.wait()
+
+
+@pytest.fixture
+async def process(tmp_path: Path) -> AsyncIterator[MpimProcess]:
+    """``mpim up`` in a fresh data directory, killed at teardown."""
+    proc = await MpimProcess.start(tmp_path / "data")
+    yield proc
+    await proc.kill()
